@@ -1,0 +1,68 @@
+"""The one multilayer perceptron every script trains: flat 784 pixels in, 10 logits out."""
+import math
+
+from torch import nn
+
+from errors import UserError
+from registry import ACTIVATIONS
+
+NORMS = {"none": None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+INITS = ("default", "xavier", "kaiming", "normal")
+
+
+def parse_hidden(text):
+    """Parse --hidden, e.g. '256,128' -> [256, 128]; '' (or 'none') means no hidden layer."""
+    text = str(text).strip()
+    if text.lower() in ("", "none"):
+        return []
+    try:
+        sizes = [int(part) for part in text.replace("x", ",").split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) <= 0:
+        raise UserError(f"--hidden {text!r}: expected positive layer widths separated by commas, "
+                        f"e.g. --hidden 256,128, or --hidden '' for no hidden layer")
+    return sizes
+
+
+class MLP(nn.Sequential):
+    """Linear layers of the given hidden widths, each followed by [norm], activation, [dropout].
+
+    With no hidden layer this is softmax regression. The output is raw logits: losses and the
+    argmax prediction both start from them.
+    """
+
+    def __init__(self, hidden=(256, 128), activation="relu", norm="none", dropout=0.0,
+                 init="default", init_mean=0.0, init_std=0.01, inputs=784, classes=10):
+        layers, width = [], inputs
+        for size in hidden:
+            layers.append(nn.Linear(width, size))
+            if NORMS[norm] is not None:
+                layers.append(NORMS[norm](size))
+            layers.append(ACTIVATIONS[activation][0]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, classes))
+        super().__init__(*layers)
+        if init != "default":
+            self._initialise(init, ACTIVATIONS[activation][1], init_mean, init_std)
+
+    def _initialise(self, init, gain_name, mean, std):
+        linears = [m for m in self if isinstance(m, nn.Linear)]
+        for i, layer in enumerate(linears):
+            # The last layer feeds no activation, so its gain is that of a linear map.
+            gain = nn.init.calculate_gain("linear" if i == len(linears) - 1 else gain_name)
+            if init == "xavier":
+                nn.init.xavier_normal_(layer.weight, gain=gain)
+            elif init == "kaiming":
+                nn.init.normal_(layer.weight, 0.0, gain / math.sqrt(layer.in_features))
+            elif init == "normal":
+                nn.init.normal_(layer.weight, mean, std)
+            nn.init.zeros_(layer.bias)
+
+
+def model_kwargs(config):
+    """The MLP's arguments from a run config (as saved in config.json)."""
+    return {key: config[key] for key in
+            ("hidden", "activation", "norm", "dropout", "init", "init_mean", "init_std")}

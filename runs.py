@@ -1,0 +1,183 @@
+"""Run folders: writing them safely and reading them back.
+
+A run is a folder <out>/runs/<name>/ holding
+  config.json    every setting, the versions, the data checksum (written once, at the start)
+  metrics.jsonl  one JSON object per finished epoch
+  steps.csv      the training loss averaged over every few steps
+  summary.json   status (running, completed, diverged, interrupted) and the final figures
+  model.pt       weights, optimizer and random state of the last finished epoch
+Plots and tables read only these files.
+"""
+import hashlib
+import json
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from errors import UserError
+
+FORMAT_VERSION = 1
+# Settings that do not change what a run computes, left out of its identity (run_key).
+NOT_IN_KEY = ("device", "out", "name", "quiet", "threads", "format_version")
+
+
+def write_atomic(path, write):
+    """Call write(tmp_path), then rename tmp onto path, so readers never see a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path, obj):
+    """Write obj as indented JSON, atomically."""
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def save_checkpoint(path, checkpoint):
+    """torch.save a checkpoint dict, atomically."""
+    write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def append_jsonl(path, obj):
+    """Append one JSON line and flush it to disk."""
+    with open(path, "a") as f:
+        f.write(json.dumps(obj) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_jsonl(path, rows):
+    """Write rows as JSON lines, atomically (used to trim a log back to its checkpoint)."""
+    write_atomic(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+
+
+def write_steps(path, rows, append=False):
+    """Write (step, epoch, loss) rows to steps.csv: atomically anew, or appended."""
+    lines = "".join(f"{step},{epoch},{loss!r}\n" for step, epoch, loss in rows)
+    if append:
+        with open(path, "a") as f:
+            f.write(lines)
+    else:
+        write_atomic(path, lambda tmp: tmp.write_text("step,epoch,loss\n" + lines))
+
+
+def read_json(path):
+    """Read a JSON file; a missing or damaged one is a UserError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not readable JSON ({e})") from None
+
+
+def read_jsonl(path):
+    """Read a JSON-lines file. A truncated last line (a power cut mid-write) is skipped with a
+    warning; a damaged line before it is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):
+                warnings.warn(f"{path}: last line {number} is truncated; ignored")
+            else:
+                raise UserError(f"{path}, line {number}: not valid JSON; the log is damaged") from None
+    return rows
+
+
+def read_steps(path):
+    """Read steps.csv as a list of (step, epoch, loss); a truncated last line is skipped."""
+    rows = []
+    path = Path(path)
+    if not path.exists():
+        return rows
+    lines = path.read_text().splitlines()[1:]
+    for number, line in enumerate(lines, 2):
+        try:
+            step, epoch, loss = line.split(",")
+            rows.append((int(step), int(epoch), float(loss)))
+        except ValueError:
+            if number == len(lines) + 1:
+                warnings.warn(f"{path}: last line {number} is truncated; ignored")
+            else:
+                raise UserError(f"{path}, line {number}: not step,epoch,loss") from None
+    return rows
+
+
+def run_key(config):
+    """A short hash of the settings that determine what a run computes (seed included)."""
+    core = {k: v for k, v in sorted(config.items()) if k not in NOT_IN_KEY}
+    return hashlib.sha1(json.dumps(core, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_name(config):
+    """A folder name telling the main settings, the settings' hash, and a host/time suffix so that
+    two machines writing to one results folder never pick the same name."""
+    hidden = "x".join(map(str, config["hidden"])) or "linear"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    host = socket.gethostname().split(".")[0][:16]
+    return (f"{config['dataset']}-h{hidden}-{config['activation']}-{config['loss']}-"
+            f"{config['optimizer']}-lr{config['lr']:g}-bs{config['batch_size']}-s{config['seed']}-"
+            f"{run_key(config)}-{stamp}-{host}-{os.getpid()}")
+
+
+def read_config(run_dir):
+    """Read a run's config.json, checking that it is a run folder of a format this code reads."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"{run_dir}: not a run folder (no config.json); run folders are in "
+                        f"results/runs/")
+    config = read_json(run_dir / "config.json")
+    version = config.get("format_version") if isinstance(config, dict) else None
+    if version != FORMAT_VERSION:
+        raise UserError(f"{run_dir}: written in run format {version}, this version reads format "
+                        f"{FORMAT_VERSION}; retrain it (sweeps: --force)")
+    return config
+
+
+def read_run(run_dir):
+    """Read a whole run folder: {"dir", "config", "metrics", "summary", "steps"}."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    return {
+        "dir": run_dir,
+        "config": read_config(run_dir),
+        "metrics": read_jsonl(run_dir / "metrics.jsonl"),
+        "summary": read_json(summary_path) if summary_path.exists() else {"status": "unknown"},
+        "steps": read_steps(run_dir / "steps.csv"),
+    }
+
+
+def find_runs(out):
+    """All run folders under <out>/runs, oldest first (folders that are not runs are skipped)."""
+    runs_dir = Path(out) / "runs"
+    if not runs_dir.is_dir():
+        return []
+    return sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()),
+                  key=lambda p: p.stat().st_mtime)
+
+
+def load_checkpoint(path):
+    """Load model.pt safely (weights_only: nothing in it is executed)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; the run has not finished an epoch") from None
+    except Exception as e:  # pickle, zip and weights-only errors all mean a damaged or foreign file
+        raise UserError(f"{path}: not a checkpoint this code can load ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
