@@ -25,7 +25,7 @@ def make_digits(n, seed):
     templates = torch.rand(10, 28, 28, generator=torch.Generator().manual_seed(1234)) * 255
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 10
-    noise = torch.randn(n, 28, 28, generator=g) * 60
+    noise = torch.randn(n, 28, 28, generator=g) * 400
     images = (templates[labels] + noise).clamp(0, 255).to(torch.uint8)
     return images, labels.to(torch.uint8)
 
