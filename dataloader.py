@@ -247,8 +247,7 @@ def prepare(data, val_split=0, normalize="standard", device="cpu"):
     mean, std = normalization_stats(train_x, normalize)
 
     def to_device(x, y):
-        x = x.reshape(x.shape[0], -1).float().div_(255).sub_(mean).div_(std)
-        return x.to(device), y.long().to(device)
+        return to_inputs(x, mean, std).to(device), y.long().to(device)
 
     return {
         "train": to_device(data["train_x"][train_idx], data["train_y"][train_idx]),
@@ -256,6 +255,11 @@ def prepare(data, val_split=0, normalize="standard", device="cpu"):
         "test": to_device(data["test_x"], data["test_y"]),
         "mean": mean, "std": std,
     }
+
+
+def to_inputs(images, mean, std):
+    """uint8 images (N, 28, 28) -> float inputs (N, 784): scaled to [0, 1], then (x - mean) / std."""
+    return images.reshape(images.shape[0], -1).float().div_(255).sub_(mean).div_(std)
 
 
 def normalization_stats(train_x, normalize):
