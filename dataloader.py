@@ -9,6 +9,7 @@ import argparse
 import gzip
 import hashlib
 import struct
+import zlib
 from pathlib import Path
 
 import torch
@@ -86,7 +87,7 @@ def read_idx(path):
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise UserError(f"{path}: damaged gzip file ({e}); get a fresh copy") from None
     elif path.suffix == ".gz":
         raise UserError(f"{path}: named .gz but is not gzip data; the download is damaged, get a "
