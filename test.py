@@ -10,6 +10,7 @@ the statistics saved with it, so the figures match what training logged.
 import argparse
 from pathlib import Path
 
+import numpy
 import torch
 
 import dataloader
@@ -111,11 +112,9 @@ def read_image(path):
     """A user's image as uint8 28x28 in MNIST's style: dark background, digit centred in 20x20."""
     from PIL import Image, UnidentifiedImageError
     try:
-        grey = torch.tensor(list(Image.open(path).convert("L").getdata()), dtype=torch.float32)
-        width, height = Image.open(path).size
+        pixels = torch.from_numpy(numpy.asarray(Image.open(path).convert("L"), dtype=numpy.float32))
     except (OSError, UnidentifiedImageError) as e:
         raise UserError(f"{path}: cannot read it as an image ({e})") from None
-    pixels = grey.reshape(height, width)
     if pixels.mean() > 127:  # light background, dark ink: MNIST is the other way round
         pixels = 255 - pixels
     ink = (pixels > pixels.max() * 0.2).nonzero()
