@@ -149,6 +149,22 @@ def locate(dataset, data_dir=None):
     return None
 
 
+def check_partial(dataset, data_dir=None):
+    """Name the missing files when a folder holds only part of a data set: downloading over a
+    partial copy would hide which file was lost."""
+    folder = Path(data_dir) if data_dir else DATASETS[dataset]["dir"]
+    stems = [stem for pair in FILES.values() for stem in pair]
+    for where in (folder, folder / DATASETS[dataset]["torchvision"] / "raw"):
+        missing = [f"{where / stem}[.gz]" for stem in stems if not _find_idx(where, stem)]
+        if 0 < len(missing) < len(stems):
+            raise UserError(f"{', '.join(missing)}: missing (the other {dataset} files are there); "
+                            f"copy it back into {where}")
+    csvs = [folder / f"{dataset}_{split}.csv" for split in FILES]
+    if sum(p.is_file() for p in csvs) == 1:
+        missing = next(p for p in csvs if not p.is_file())
+        raise UserError(f"{missing}: missing (its partner {dataset} CSV file is there); copy it back")
+
+
 def download(dataset, data_dir):
     """Try torchvision's download into data_dir; on failure raise an error naming the ways to get the data."""
     spec = DATASETS[dataset]
@@ -193,6 +209,8 @@ def load(dataset="mnist", data_dir=None, verify=True, allow_download=True):
     if dataset not in DATASETS:
         raise UserError(f"unknown data set {dataset!r}; choose from {', '.join(DATASETS)}")
     found = locate(dataset, data_dir)
+    if found is None:
+        check_partial(dataset, data_dir)
     if found is None and allow_download:
         found = download(dataset, data_dir)
     if found is None:
