@@ -124,8 +124,12 @@ def read_image(path):
     scale = 20 / max(pixels.shape)
     size = [max(1, round(s * scale)) for s in pixels.shape]
     small = torch.nn.functional.interpolate(pixels[None, None], size=size, mode="area")[0, 0]
+    # Place it so that its centre of mass is the image centre, as MNIST did.
+    rows, cols = torch.arange(size[0]).float(), torch.arange(size[1]).float()
+    total = small.sum().clamp(min=1e-6)
+    centre = ((small.sum(1) * rows).sum() / total, (small.sum(0) * cols).sum() / total)
+    top, left = (min(max(round(13.5 - float(c)), 0), 28 - s) for c, s in zip(centre, size))
     canvas = torch.zeros(28, 28)
-    top, left = (28 - size[0]) // 2, (28 - size[1]) // 2
     canvas[top:top + size[0], left:left + size[1]] = small
     return canvas.clamp(0, 255).round().to(torch.uint8)
 
@@ -146,6 +150,11 @@ def main():
     run_dir, ckpt_path = find_checkpoint(args.run, args.latest, args.out)
     model, ckpt = load_model(ckpt_path)
     config = ckpt["config"]
+    if run_dir and model_kwargs(runs.read_config(run_dir)) != model_kwargs(config):
+        # A model.pt copied in from another run would otherwise be reported as this run's result.
+        raise UserError(f"{ckpt_path}: its architecture {model_kwargs(config)} is not the one in "
+                        f"{run_dir / 'config.json'}; the checkpoint belongs to another run, put "
+                        f"back this run's model.pt or retrain it")
     mean, std = ckpt["norm_mean"], ckpt["norm_std"]
     print(f"run: {run_dir or ckpt_path} (epoch {ckpt['epoch']}, {config['activation']}, "
           f"hidden {config['hidden']}, loss {config['loss']}, optimizer {config['optimizer']})")

@@ -288,12 +288,23 @@ def summarise(metrics, status, train_seconds, **extra):
 
 def start_run(config):
     """Create the run folder for a new run; returns its path."""
-    run_dir = Path(config["out"]) / "runs" / (config["name"] or runs.run_name(config))
-    if run_dir.exists():
-        raise UserError(f"{run_dir} already exists; pick another --name, or continue it with "
-                        f"--resume {run_dir}")
-    run_dir.mkdir(parents=True)
-    return run_dir
+    parent = Path(config["out"]) / "runs"
+    if config["name"]:
+        run_dir = parent / config["name"]
+        if run_dir.exists():
+            raise UserError(f"{run_dir} already exists; pick another --name, or continue it with "
+                            f"--resume {run_dir}")
+        run_dir.mkdir(parents=True)
+        return run_dir
+    base = runs.run_name(config)
+    for attempt in range(1000):  # mkdir is atomic: two runs started in the same second both get a folder
+        run_dir = parent / (base if attempt == 0 else f"{base}-{attempt}")
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise UserError(f"{parent}: cannot find a free run folder name for {base}")
 
 
 def restore(run_dir, model, optimizer, config):
@@ -378,7 +389,8 @@ def train(config, resume_dir=None):
                 epoch_seconds = time.perf_counter() - t0
             train_seconds += epoch_seconds
             first_step = epoch * steps_per_epoch
-            rows = [(first_step + i + config["log_every"], epoch + 1, chunk.mean().item())
+            # One row per --log-every steps (fewer at an epoch's end), tagged with its last step.
+            rows = [(first_step + i + len(chunk), epoch + 1, chunk.mean().item())
                     for i, chunk in zip(range(0, len(losses), config["log_every"]),
                                         losses.split(config["log_every"]))]
             if bad_step is not None:
