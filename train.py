@@ -31,36 +31,24 @@ SCHEDULES = ("constant", "step", "cosine")
 
 # ---------------------------------------------------------------------------- command line
 
-def _positive(kind):
+def _number(kind, ok, requirement):
+    """An argparse type: parse the text as kind and accept it only where ok(value) holds."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-        if not value > 0 or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
         return value
     return parse
 
 
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return value
-
-
-def _non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+POSITIVE_INT = _number(int, lambda v: v > 0, "positive")
+POSITIVE = _number(float, lambda v: 0 < v < math.inf, "positive")
+FRACTION = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
+NON_NEGATIVE = _number(float, lambda v: 0 <= v < math.inf, ">= 0")
 
 
 def build_parser(description=__doc__.split("\n")[0]):
@@ -79,39 +67,39 @@ def build_parser(description=__doc__.split("\n")[0]):
     g.add_argument("--activation", default="relu", choices=list(ACTIVATIONS),
                    help=describe(ACTIVATIONS))
     g.add_argument("--norm", default="none", choices=list(NORMS), help="normalisation after each hidden linear layer")
-    g.add_argument("--dropout", type=_fraction, default=0.0, help="dropout probability after each activation")
+    g.add_argument("--dropout", type=FRACTION, default=0.0, help="dropout probability after each activation")
     g.add_argument("--init", default="default", choices=INITS,
                    help="weight init: PyTorch's default, xavier (Glorot), kaiming (He), or normal "
                         "with --init-mean and --init-std")
     g.add_argument("--init-mean", type=float, default=0.0, help="mean for --init normal")
-    g.add_argument("--init-std", type=_positive(float), default=0.01, help="std for --init normal")
+    g.add_argument("--init-std", type=POSITIVE, default=0.01, help="std for --init normal")
     g = p.add_argument_group("training")
     g.add_argument("--loss", default="ce", choices=list(LOSSES), help=describe(LOSSES) + ". " + LOSS_NOTE)
     g.add_argument("--optimizer", default="momentum", choices=list(OPTIMIZERS), help=describe(OPTIMIZERS))
-    g.add_argument("--lr", type=_positive(float), default=None,
+    g.add_argument("--lr", type=POSITIVE, default=None,
                    help="learning rate (default per optimizer: " +
                         ", ".join(f"{k} {v[1]['lr']:g}" for k, v in OPTIMIZERS.items()) + ")")
-    g.add_argument("--momentum", type=_fraction, default=None,
+    g.add_argument("--momentum", type=FRACTION, default=None,
                    help="momentum, or beta1 for adam/adamw (default per optimizer)")
-    g.add_argument("--weight-decay", type=_non_negative, default=None,
+    g.add_argument("--weight-decay", type=NON_NEGATIVE, default=None,
                    help="L2 weight decay (default per optimizer: 0.01 for adamw, else 0)")
     g.add_argument("--schedule", default="cosine", choices=SCHEDULES,
                    help="learning-rate schedule per epoch: constant, step (times --gamma every "
                         "--step-size epochs) or cosine (to 0 at the last epoch)")
-    g.add_argument("--step-size", type=_positive(int), default=5, help="epochs between steps of --schedule step")
-    g.add_argument("--gamma", type=_positive(float), default=0.1, help="factor of each step of --schedule step")
-    g.add_argument("--batch-size", type=_positive(int), default=128,
+    g.add_argument("--step-size", type=POSITIVE_INT, default=5, help="epochs between steps of --schedule step")
+    g.add_argument("--gamma", type=POSITIVE, default=0.1, help="factor of each step of --schedule step")
+    g.add_argument("--batch-size", type=POSITIVE_INT, default=128,
                    help="samples per step, up to the training-set size (full-batch gradient descent)")
-    g.add_argument("--epochs", type=_positive(int), default=12, help="passes over the training set")
+    g.add_argument("--epochs", type=POSITIVE_INT, default=12, help="passes over the training set")
     g.add_argument("--patience", type=int, default=0,
                    help="stop when validation accuracy has not improved for this many epochs (0: off)")
     g.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and dropout")
-    g.add_argument("--log-every", type=_positive(int), default=50,
+    g.add_argument("--log-every", type=POSITIVE_INT, default=50,
                    help="steps averaged into each row of steps.csv")
     g = p.add_argument_group("system")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                    help="auto picks cuda, then mps, then cpu")
-    g.add_argument("--threads", type=_positive(int), default=None, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--out", default="results", help="results root; the run goes in <out>/runs/<name>/")
     g.add_argument("--name", default=None, help="run folder name (default: made from the settings)")
