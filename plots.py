@@ -198,8 +198,15 @@ def sweep_plots(results, prefix, title):
             plot_time(results, f"{prefix}_time.png", title)]
 
 
+def short_status(result):
+    """'2 diverged', '1 missing', ...: the seeds that did not complete, counted by status."""
+    statuses = [r["summary"].get("status") if r else "missing" for r in result["runs"]]
+    return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses) if s != "completed")
+
+
 def heatmap(results, axes, path, title):
-    """Final test accuracy (mean over completed seeds) of a two-flag grid, each cell annotated."""
+    """Final test accuracy (mean over completed seeds) of a two-flag grid, each cell annotated;
+    a cell with no completed seed is grey and says why."""
     (name_a, values_a), (name_b, values_b) = axes
     cells = {r["point"]["key"]: r for r in results}
     grid = np.full((len(values_a), len(values_b)), np.nan)
@@ -208,18 +215,21 @@ def heatmap(results, axes, path, title):
             done = [r for r in _runs(cells[(a, b)]) if r["summary"].get("status") == "completed"]
             if done:
                 grid[i, j] = 100 * np.mean([r["summary"]["final_test_acc"] for r in done])
-    fig, ax = plt.subplots(figsize=(1.6 * len(values_b) + 3, 0.9 * len(values_a) + 2.5))
-    image = ax.imshow(grid, cmap="viridis", vmin=np.nanmin(grid) if np.isfinite(grid).any() else 0, vmax=100)
-    for i in range(len(values_a)):
-        for j in range(len(values_b)):
-            text = f"{grid[i, j]:.1f}" if np.isfinite(grid[i, j]) else "diverged\nor missing"
-            ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                    color="white" if not np.isfinite(grid[i, j]) or grid[i, j] < np.nanmean(grid) else "black")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+    low = np.nanmin(grid) if np.isfinite(grid).any() else 0
+    fig, ax = plt.subplots(figsize=(1.7 * len(values_b) + 3, 0.9 * len(values_a) + 2.5))
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=100)
+    for i, a in enumerate(values_a):
+        for j, b in enumerate(values_b):
+            value, note = grid[i, j], short_status(cells[(a, b)])
+            text = (f"{value:.1f}" if np.isfinite(value) else "") + (f"\n({note})" if note else "")
+            dark = np.isfinite(value) and image.norm(value) < 0.6
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
     ax.set_xticks(range(len(values_b)), values_b)
     ax.set_yticks(range(len(values_a)), values_a)
     ax.set_xlabel(name_b)
     ax.set_ylabel(name_a)
-    fig.colorbar(image, label="final test accuracy (%), mean over seeds")
+    fig.colorbar(image, label="final test accuracy (%), mean over completed seeds")
     ax.set_title(title, fontsize=8, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

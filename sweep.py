@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+import plots
 import runs
 import train
 from errors import UserError, run_cli
@@ -55,6 +56,9 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, defaults=None
     from --values (default `defaults`); without it, from positional arguments or --grid."""
     p = train.build_parser(description)
     p.error = _raise_user_error
+    p.epilog = ("Base configuration: train.py's settings as listed above (their defaults unless given); "
+                "every run differs from it only in the swept setting and --seed. Outputs go to "
+                "<out>/<sweep>/, run folders to <out>/runs/, an index of all runs to <out>/runs.csv.")
     g = p.add_argument_group("sweep")
     if setting:
         g.add_argument("--values", default=",".join(map(str, defaults)),
@@ -273,7 +277,7 @@ def _duration(seconds):
 
 def collect(jobs, out):
     """Read back each job's run folder (the newest finished one with its key, else the newest).
-    Returns one result per point: {"label", "point", "runs": [run dict per seed, None if missing]}."""
+    Returns one result per point: {"label", "point", "runs": [run dict, None if missing], "seeds"}."""
     index = index_runs(out)
     results = {}
     for job in jobs:
@@ -281,8 +285,9 @@ def collect(jobs, out):
         finished = [d for d, status in found if status in FINISHED]
         run_dir = finished[-1] if finished else found[-1][0] if found else None
         result = results.setdefault(job["point"]["label"], {"label": job["point"]["label"],
-                                                            "point": job["point"], "runs": []})
-        result["runs"].append(dict(runs.read_run(run_dir), seed=job["seed"]) if run_dir else None)
+                                                            "point": job["point"], "runs": [], "seeds": []})
+        result["runs"].append(runs.read_run(run_dir) if run_dir else None)
+        result["seeds"].append(job["seed"])
     return list(results.values())
 
 
@@ -306,7 +311,7 @@ def _to_target(run, target):
 def status_text(result):
     """'completed', or which seeds diverged where, which are missing or unfinished."""
     parts = []
-    for run, seed in zip(result["runs"], _seeds(result)):
+    for run, seed in zip(result["runs"], result["seeds"]):
         status = run["summary"].get("status") if run else "missing"
         if status == "diverged":
             s = run["summary"]
@@ -314,10 +319,6 @@ def status_text(result):
         elif status != "completed":
             parts.append(f"seed {seed} {status}")
     return "; ".join(parts) or "completed"
-
-
-def _seeds(result):
-    return [run["seed"] if run else "?" for run in result["runs"]]
 
 
 def table_row(result, target, column="value"):
@@ -365,8 +366,8 @@ def grid_rows(results, axes):
         row = {axes[0][0]: a}
         for b in axes[1][1]:
             result = cells[(a, b)]
-            table = table_row(result, 1.0)
-            row[b] = table["final_test_acc_%"] or table["status"]
+            accuracy, note = table_row(result, 1.0)["final_test_acc_%"], plots.short_status(result)
+            row[b] = " ".join(filter(None, [accuracy, f"({note})" if note else ""]))
         rows.append(row)
     return rows
 
@@ -433,8 +434,6 @@ def run_sweep(argv=None, setting=None, defaults=None, description=None):
 
 def report(jobs, base, args, axes, name):
     """Write the tables and plots of a sweep into <out>/<name>/, and <out>/runs.csv."""
-    import plots  # matplotlib is slow to import; --print-commands does not need it
-
     results = collect(jobs, base.out)
     folder = Path(base.out) / name
     folder.mkdir(parents=True, exist_ok=True)
