@@ -1,0 +1,308 @@
+"""Time the project's training epoch against the common tutorial loop, in one process, side by side.
+
+    python benchmarks/epoch_time.py                  # the full benchmark (about 10 minutes on 2 CPU cores)
+    python benchmarks/epoch_time.py --quick --data-dir DIR --no-verify   # seconds; for the tests
+
+The project's side is the real trainer: train.train_epoch on tensors from dataloader.prepare, with the
+MLP, loss and optimizer from model.py and registry.py. The reference is the loop tutorials write:
+torchvision's MNIST with ToTensor and Normalize, a DataLoader, the same 784-256-64-10 ReLU MLP, SGD with
+momentum and cross-entropy. Both are timed alternately so that load from other processes hits both
+alike; the table reports medians and ratios, and the rate of useful arithmetic against a float32
+matrix-multiply peak measured in the same process with the same threads.
+"""
+import argparse
+import math
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from torchvision import datasets, transforms  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import dataloader  # noqa: E402
+import runs  # noqa: E402
+import train  # noqa: E402
+from errors import run_cli  # noqa: E402
+from model import MLP  # noqa: E402
+from registry import LOSSES, OPTIMIZERS  # noqa: E402
+
+HIDDEN = [256, 64]
+OPTIMIZER = OPTIMIZERS["momentum"][1]  # lr 0.05, momentum 0.9: the project's defaults, used by both loops
+TARGET_ACC = 0.98
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    dataloader.add_data_args(p)
+    p.add_argument("--batch-sizes", default="16,64,256,full",
+                   help="comma-separated batch sizes; 'full' is the whole training set")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed repetitions per batch size after one warm-up; medians are reported")
+    p.add_argument("--ref-fraction", type=float, default=0.25,
+                   help="each timed reference run covers this fraction of an epoch (at least one step) "
+                        "and is scaled to a whole epoch by its step count, to keep the run short")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--peak-size", type=int, default=2048, help="side of the square matrices of the matmul peak")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparison (slow to compile)")
+    p.add_argument("--quick", action="store_true",
+                   help="for tests on tiny data: one repeat, a small peak matmul, no compile comparison, "
+                        "and a two-epoch time-to-accuracy run with a 100-image validation set")
+    args = p.parse_args()
+    if args.quick:
+        args.repeats, args.peak_size, args.no_compile = 1, 256, True
+    return args
+
+
+def timed(fn, device):
+    """Seconds fn() takes, with the device synchronised before and after so queued work is counted."""
+    train.sync(device)
+    t0 = time.perf_counter()
+    fn()
+    train.sync(device)
+    return time.perf_counter() - t0
+
+
+def matmul_gflops(device, size):
+    """GFLOP/s of one float32 size x size matrix product, the practical arithmetic peak of the device."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.mm(a, b)  # the first call pays for allocation and library start-up
+    seconds = statistics.median(timed(lambda: torch.mm(a, b), device) for _ in range(3))
+    return 2 * size ** 3 / seconds / 1e9
+
+
+def flops_per_epoch(model, samples):
+    """Forward + backward multiply-adds of the linear layers over one epoch, 6 * N * sum(in * out)."""
+    return 6 * samples * sum(m.in_features * m.out_features for m in model if isinstance(m, nn.Linear))
+
+
+def peak_rss_mb():
+    """The process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Project:
+    """The project's trainer: each call runs one epoch of train.train_epoch on the prepared tensors."""
+
+    def __init__(self, x, y, batch_size, device, compiled=False):
+        torch.manual_seed(0)
+        self.model = MLP(hidden=HIDDEN, activation="relu").to(device)
+        self.step_model = torch.compile(self.model) if compiled else self.model
+        self.optimizer = OPTIMIZERS["momentum"][0](self.model.parameters(), OPTIMIZER["lr"],
+                                                   OPTIMIZER["momentum"], OPTIMIZER["weight_decay"])
+        self.x, self.y, self.epoch = x, y, 0
+        self.config = {"seed": 0, "batch_size": batch_size,
+                       "log_every": train.build_parser().get_default("log_every")}
+
+    def __call__(self):
+        with tqdm(disable=True) as progress:
+            train.train_epoch(self.step_model, self.optimizer, LOSSES["ce"][0], self.x, self.y,
+                              self.config, self.epoch, progress)
+        self.epoch += 1
+
+
+class Reference:
+    """The common tutorial loop; each call runs `steps` steps from a fresh DataLoader iterator."""
+
+    def __init__(self, dataset, batch_size, steps, device):
+        torch.manual_seed(0)
+        self.model = MLP(hidden=HIDDEN, activation="relu").to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=OPTIMIZER["lr"],
+                                         momentum=OPTIMIZER["momentum"])
+        self.criterion = nn.CrossEntropyLoss()
+        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
+        self.steps, self.device = steps, device
+
+    def __call__(self):
+        self.model.train()
+        running_loss = 0.0
+        for step, (images, labels) in enumerate(self.loader):
+            if step == self.steps:
+                break
+            images = images.view(images.size(0), -1).to(self.device)
+            labels = labels.to(self.device)
+            self.optimizer.zero_grad()
+            outputs = self.model(images)
+            loss = self.criterion(outputs, labels)
+            loss.backward()
+            self.optimizer.step()
+            running_loss += loss.item()
+        return running_loss
+
+
+def torchvision_root(data, folder):
+    """Write the loaded data set where torchvision's MNIST looks for it, uncompressed as after a download."""
+    raw = Path(folder) / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = dataloader.idx_bytes(data[f"{split}_x"], data[f"{split}_y"])
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(images)
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(labels)
+    return folder
+
+
+def interleaved(runners, repeats, device, between=None):
+    """Time each runner once as a warm-up, then `repeats` rounds of one run each, alternating.
+
+    Returns (warm-up seconds per runner, list of timed seconds per runner). `between` runs before each
+    round, e.g. to re-measure the matmul peak under the same load as the runners.
+    """
+    warm = [timed(run, device) for run in runners]
+    times = [[] for _ in runners]
+    for _ in range(repeats):
+        if between:
+            between()
+        for run, bucket in zip(runners, times):
+            bucket.append(timed(run, device))
+    return warm, times
+
+
+def with_threads(count, run):
+    """run, made to set torch's CPU thread count to count first."""
+    def threaded():
+        torch.set_num_threads(count)
+        run()
+    return threaded
+
+
+def time_to_accuracy(args, device, folder):
+    """Train the default configuration of train.py; returns (its config, its per-epoch metrics)."""
+    argv = ["--out", str(folder), "--quiet", "--device", device, "--dataset", args.dataset]
+    argv += ["--data-dir", args.data_dir] if args.data_dir else []
+    argv += ["--no-verify"] if args.no_verify else []
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    argv += ["--epochs", "2", "--val-split", "100"] if args.quick else []
+    config = train.config_from_args(train.build_parser().parse_args(argv))
+    run_dir, _ = train.train(config)
+    return config, runs.read_jsonl(run_dir / "metrics.jsonl")
+
+
+def main():
+    args = parse_args()
+    device = train.resolve_device(args.device)
+    torch_default = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 progress, apart from the table
+
+    t0 = time.perf_counter()
+    data = dataloader.load(args.dataset, args.data_dir, verify=not args.no_verify)
+    x, y = dataloader.prepare(data, 0, "standard", device)["train"]
+    train.sync(device)
+    project_start, project_rss = time.perf_counter() - t0, peak_rss_mb()
+
+    tmp = tempfile.TemporaryDirectory()
+    root = torchvision_root(data, Path(tmp.name) / "torchvision")
+    t0 = time.perf_counter()
+    # The constants every MNIST tutorial copies: the training set's pixel mean and std.
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    reference_data = datasets.MNIST(str(root), train=True, transform=transform)
+    reference_data[0]
+    reference_start = time.perf_counter() - t0
+
+    n = x.shape[0]
+    sizes = [n if s.strip() == "full" else min(int(s), n) for s in args.batch_sizes.split(",")]
+    flops = flops_per_epoch(MLP(hidden=HIDDEN), n)
+    peaks = [matmul_gflops(device, args.peak_size)]
+    measure_peak = lambda: peaks.append(matmul_gflops(device, args.peak_size))  # noqa: E731
+
+    rows = []
+    for bs in sizes:
+        steps_per_epoch = math.ceil(n / bs)
+        ref_steps = min(steps_per_epoch, max(1, math.ceil(args.ref_fraction * steps_per_epoch)))
+        say(f"batch size {bs}: project epochs and {ref_steps} of {steps_per_epoch} reference steps, alternating")
+        _, (project, reference) = interleaved(
+            [Project(x, y, bs, device), Reference(reference_data, bs, ref_steps, device)],
+            args.repeats, device, between=measure_peak)
+        rows.append((bs, statistics.median(project),
+                     statistics.median(reference) * steps_per_epoch / ref_steps, ref_steps < steps_per_epoch))
+    peak = statistics.median(peaks)
+
+    compare_sizes = [bs for bs in (64, 256) if bs <= n] or sizes[:1]
+    thread_rows = []
+    if device == "cpu":
+        counts = sorted({threads, 1, 2})
+        # Too many threads on a busy machine can cost whole epochs, so these runs use part of the data.
+        part = min(n, max(max(compare_sizes), math.ceil(args.ref_fraction * n)))
+        for bs in compare_sizes:
+            say(f"batch size {bs}: threads {counts}, alternating")
+            runners = [with_threads(count, Project(x[:part], y[:part], bs, device)) for count in counts]
+            _, seconds = interleaved(runners, args.repeats, device)
+            torch.set_num_threads(threads)
+            thread_rows.append((bs, {c: statistics.median(s) * n / part for c, s in zip(counts, seconds)}))
+
+    compile_rows = []
+    if not args.no_compile:
+        for bs in compare_sizes:
+            say(f"batch size {bs}: torch.compile against eager, alternating (the first compiled epoch compiles)")
+            warm, (eager, compiled) = interleaved(
+                [Project(x, y, bs, device), Project(x, y, bs, device, compiled=True)], args.repeats, device)
+            compile_rows.append((bs, statistics.median(eager), statistics.median(compiled),
+                                 warm[1] - statistics.median(compiled)))
+
+    say("time to accuracy: training train.py's default configuration")
+    with tempfile.TemporaryDirectory() as out:
+        tta_config, metrics = time_to_accuracy(args, device, out)
+    rss = peak_rss_mb()
+
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{device}, {threads} threads"
+    print(f"Epoch time, {n} training images, 784-{'-'.join(map(str, HIDDEN))}-10 ReLU MLP, SGD momentum, "
+          f"cross-entropy ({where}; torch {torch.__version__})")
+    print(f"Medians of {args.repeats} epochs after a warm-up epoch; project and reference alternate.\n")
+    print("| batch size | project s/epoch | reference s/epoch | reference / project | project GFLOP/s | of matmul peak |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for bs, p, r, scaled in rows:
+        label = f"{bs} (full)" if bs == n else str(bs)
+        print(f"| {label} | {p:.2f} | {r:.1f}{'*' if scaled else ''} | {r / p:.1f}x | {flops / p / 1e9:.1f} | "
+              f"{flops / p / 1e9 / peak:.0%} |")
+    if any(scaled for *_, scaled in rows):
+        print(f"\n* reference timed over {args.ref_fraction:g} of an epoch (at least one step) from a fresh "
+              f"DataLoader iterator and scaled to a whole epoch by its number of steps.")
+    print(f"\nWork: {flops / 1e9:.1f} GFLOP per epoch, counted as 6 * N * sum(in * out) over the linear layers "
+          f"(forward + backward; biases, activations and the loss not counted).")
+    print(f"Matmul peak: {peak:.1f} GFLOP/s (median of {len(peaks)} measurements of a float32 "
+          f"{args.peak_size}x{args.peak_size} torch.mm, spread {min(peaks):.1f}-{max(peaks):.1f}).")
+    print(f"Start-up (reading the data into memory): project {project_start:.2f} s (gzip IDX -> normalised "
+          f"float tensor on {device}); torchvision MNIST {reference_start:.2f} s (from uncompressed raw files).")
+    memory = f"Peak memory (max RSS): {project_rss:.0f} MiB after the project's data load, {rss:.0f} MiB for " \
+             f"the whole benchmark process"
+    if device == "cuda":
+        memory += f"; CUDA max allocated {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MiB"
+    print(memory + ".")
+
+    for bs, by_count in thread_rows:
+        print(f"Threads at batch size {bs}: " + ", ".join(
+            f"{c} thread{'s' * (c > 1)} {s:.2f} s/epoch ({s / by_count[threads]:.2f}x)" for c, s in by_count.items())
+            + f"; times relative to this run's {threads}, torch's default here is {torch_default}, timed over "
+              f"the first {part} images and scaled to an epoch.")
+    for bs, eager, compiled, cost in compile_rows:
+        print(f"torch.compile at batch size {bs}: eager {eager:.2f} s, compiled {compiled:.2f} s per epoch "
+              f"({eager / compiled:.2f}x speed-up), about {cost:.0f} s to compile.")
+
+    reached = next((m for m in metrics if m["test_acc"] >= TARGET_ACC), None)
+    setting = (f"batch size {tta_config['batch_size']}, hidden {','.join(map(str, tta_config['hidden']))}, "
+               f"{tta_config['optimizer']} lr {tta_config['lr']:g}, {tta_config['schedule']} schedule")
+    if reached:
+        print(f"Time to {TARGET_ACC:.0%} test accuracy, train.py defaults ({setting}): {reached['elapsed_seconds']:.1f} "
+              f"s of training (evaluation excluded), at epoch {reached['epoch']} of {len(metrics)}.")
+    else:
+        print(f"Time to {TARGET_ACC:.0%} test accuracy, train.py defaults ({setting}): not reached in "
+              f"{len(metrics)} epochs ({sum(m['epoch_seconds'] for m in metrics):.1f} s); best "
+              f"{max(m['test_acc'] for m in metrics):.2%}.")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    run_cli(main)
