@@ -196,6 +196,7 @@ def main():
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 progress, apart from the table
+    import_rss = peak_rss_mb()
 
     t0 = time.perf_counter()
     data = dataloader.load(args.dataset, args.data_dir, verify=not args.no_verify)
@@ -257,7 +258,7 @@ def main():
         tta_config, metrics = time_to_accuracy(args, device, out)
     rss = peak_rss_mb()
 
-    where = torch.cuda.get_device_name() if device == "cuda" else f"{device}, {threads} threads"
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{device}, {threads} thread(s)"
     print(f"Epoch time, {n} training images, 784-{'-'.join(map(str, HIDDEN))}-10 ReLU MLP, SGD momentum, "
           f"cross-entropy ({where}; torch {torch.__version__})")
     print(f"Medians of {args.repeats} epochs after a warm-up epoch; project and reference alternate.\n")
@@ -273,11 +274,14 @@ def main():
     print(f"\nWork: {flops / 1e9:.1f} GFLOP per epoch, counted as 6 * N * sum(in * out) over the linear layers "
           f"(forward + backward; biases, activations and the loss not counted).")
     print(f"Matmul peak: {peak:.1f} GFLOP/s (median of {len(peaks)} measurements of a float32 "
-          f"{args.peak_size}x{args.peak_size} torch.mm, spread {min(peaks):.1f}-{max(peaks):.1f}).")
+          f"{args.peak_size}x{args.peak_size} torch.mm, one before each round, spread {min(peaks):.1f}-"
+          f"{max(peaks):.1f}; on a busy machine it moves with the load, as the epochs do).")
+    if any(flops / p / 1e9 > peak for _, p, _, _ in rows):
+        print("Above 100%: the larger products of that batch size ran faster than the peak's median.")
     print(f"Start-up (reading the data into memory): project {project_start:.2f} s (gzip IDX -> normalised "
           f"float tensor on {device}); torchvision MNIST {reference_start:.2f} s (from uncompressed raw files).")
-    memory = f"Peak memory (max RSS): {project_rss:.0f} MiB after the project's data load, {rss:.0f} MiB for " \
-             f"the whole benchmark process"
+    memory = f"Peak memory (max RSS): {import_rss:.0f} MiB after importing torch, {project_rss:.0f} MiB after " \
+             f"the project's data load, {rss:.0f} MiB for the whole benchmark process"
     if device == "cuda":
         memory += f"; CUDA max allocated {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MiB"
     print(memory + ".")
