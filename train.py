@@ -445,7 +445,10 @@ def main():
         status = runs.read_json(run_dir / "summary.json").get("status") if (run_dir / "summary.json").exists() else None
         if status in ("completed", "diverged"):
             raise UserError(f"{run_dir}: already {status}; nothing to resume")
-        config.update(device=args.device, threads=args.threads, quiet=args.quiet)
+        # The saved thread count stays unless overridden: another count sums in another order,
+        # and the resumed metrics would no longer match an uninterrupted run's.
+        config.update(device=args.device, threads=args.threads or config["threads"],
+                      quiet=args.quiet)
         config = {k: config[k] for k in vars(args) if k != "resume"} | {"format_version": config["format_version"]}
     else:
         run_dir, config = None, config_from_args(args)
