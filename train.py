@@ -401,8 +401,10 @@ def train(config, resume_dir=None):
                    "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
                    "epoch_seconds": epoch_seconds, "elapsed_seconds": train_seconds,
                    "eval_seconds": eval_seconds, "lr": lr}
-            metrics.append(row)
             with interrupts.critical():
+                # Inside the held-back block: a signal just before it must not count an epoch in
+                # summary.json whose metrics and checkpoint are not on disk.
+                metrics.append(row)
                 runs.append_jsonl(run_dir / "metrics.jsonl", row)
                 runs.write_steps(run_dir / "steps.csv", rows, append=True)
                 runs.save_checkpoint(run_dir / "model.pt", {
