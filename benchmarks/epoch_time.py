@@ -293,7 +293,8 @@ def main():
               f"the first {part} images and scaled to an epoch.")
     for bs, eager, compiled, cost in compile_rows:
         print(f"torch.compile at batch size {bs}: eager {eager:.2f} s, compiled {compiled:.2f} s per epoch "
-              f"({eager / compiled:.2f}x speed-up), about {cost:.0f} s to compile.")
+              f"({eager / compiled:.2f}x speed-up), about {cost:.0f} s to compile (less when torch's on-disk "
+              f"compile cache is warm from an earlier run).")
 
     reached = next((m for m in metrics if m["test_acc"] >= TARGET_ACC), None)
     setting = (f"batch size {tta_config['batch_size']}, hidden {','.join(map(str, tta_config['hidden']))}, "
