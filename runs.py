@@ -179,5 +179,11 @@ def load_checkpoint(path):
     except FileNotFoundError:
         raise UserError(f"{path}: missing; the run has not finished an epoch") from None
     except Exception as e:  # pickle, zip and weights-only errors all mean a damaged or foreign file
+        if "Weights only load failed" in str(e):
+            # torch's own text goes on to explain how to load the file unsafely: not advice to give
+            # about a file found in a results folder.
+            raise UserError(f"{path}: not a checkpoint this code can load: it holds Python objects, "
+                            f"not only weights, and loading them could run code; use a model.pt "
+                            f"written by train.py, or retrain the run") from None
         raise UserError(f"{path}: not a checkpoint this code can load ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
