@@ -295,6 +295,13 @@ def start_run(config):
     raise UserError(f"{parent}: cannot find a free run folder name for {base}")
 
 
+def _first_detail(error):
+    """The first line of a load_state_dict error that names a layer (its first line only says
+    'Error(s) in loading state_dict')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[1:] or lines or [type(error).__name__])[0].rstrip(".")
+
+
 def restore(run_dir, model, optimizer, config):
     """Load the last checkpoint of an interrupted run; trim logs written after it. Returns its epoch."""
     ckpt_path = run_dir / "model.pt"
@@ -307,7 +314,8 @@ def restore(run_dir, model, optimizer, config):
             optimizer.load_state_dict(ckpt["optimizer"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise UserError(f"{ckpt_path}: does not match the run's config.json (another "
-                            f"architecture?): {str(e).splitlines()[0]}") from None
+                            f"architecture?): {_first_detail(e)}; put back this run's model.pt or "
+                            f"retrain the run") from None
         torch.set_rng_state(ckpt["rng"])
         if config["device"] == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
