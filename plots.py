@@ -105,7 +105,8 @@ def _set_loss_scale(ax, series):
 def _finish(fig, axes, title, path, n_lines):
     handles, labels = axes[0].get_legend_handles_labels()
     fig.suptitle(title, fontsize=10)
-    ncol = min(n_lines, 4 if any(len(label) > 22 for label in labels) else 6)
+    ncol = n_lines if n_lines <= 8 else min(8, -(-n_lines // 2))  # rows of similar length
+    ncol = min(ncol, 4) if any(len(label) > 22 for label in labels) else ncol
     fig.legend(handles, labels, loc="lower center", ncol=max(ncol, 1), fontsize=9,
                title=BAND, title_fontsize=8, frameon=False)
     rows = -(-n_lines // max(ncol, 1))

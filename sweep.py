@@ -194,18 +194,17 @@ def plan(points, base, args):
         skip = set(point["set"])
         for seed in range(base.seed, base.seed + args.seeds):
             ns = argparse.Namespace(**{**vars(base), **point["set"], "seed": seed})
-            config = train.config_from_args(ns)
-            key = runs.run_key(config)
+            key = runs.run_key(train.config_from_args(ns))
             found = index.get(key, [])
             finished = [d for d, status in found if status in FINISHED]
-            job = {"point": point, "seed": seed, "key": key, "config": config}
+            job = {"point": point, "seed": seed, "key": key}
             if finished and not args.force:
-                job.update(action="reuse", dir=finished[-1])
-            elif found and not args.force:
-                job.update(action="resume", dir=found[-1][0],
+                job.update(action="reuse")
+            elif found and not args.force:  # interrupted, or killed while running
+                job.update(action="resume",
                            argv=["--resume", str(found[-1][0]), "--quiet"] + _system_argv(base))
             else:
-                job.update(action="train", dir=None,
+                job.update(action="train",
                            argv=base_argv(base, skip) + point["argv"] + ["--seed", str(seed), "--quiet"])
             jobs.append(job)
     return jobs
