@@ -53,7 +53,8 @@ NON_NEGATIVE = _number(float, lambda v: 0 <= v < math.inf, ">= 0")
 
 def build_parser(description=__doc__.split("\n")[0]):
     """The parser of every training setting; the sweep scripts reuse it for their base config."""
-    p = argparse.ArgumentParser(description=description,
+    # allow_abbrev=False: a mistyped flag such as --epoch must be an error, not silently --epochs.
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
     dataloader.add_data_args(g)

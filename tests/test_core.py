@@ -178,6 +178,11 @@ def test_help_lists_every_registry_entry():
         assert name in text
 
 
+def test_abbreviated_flags_are_rejected():
+    with pytest.raises(SystemExit):
+        train.build_parser().parse_args(["--epoch", "3"])
+
+
 def test_schedules():
     config = {"lr": 0.1, "epochs": 10, "schedule": "cosine", "step_size": 3, "gamma": 0.5}
     assert train.lr_at(config, 0) == 0.1 and train.lr_at(config, 5) == pytest.approx(0.05)
