@@ -142,10 +142,14 @@ def read_config(run_dir):
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir}: not a run folder (no config.json); run folders are in "
                         f"results/runs/")
-    config = read_json(run_dir / "config.json")
+    return check_format(read_json(run_dir / "config.json"), run_dir)
+
+
+def check_format(config, where):
+    """Return config if it was written in the run format this code reads, else a UserError."""
     version = config.get("format_version") if isinstance(config, dict) else None
     if version != FORMAT_VERSION:
-        raise UserError(f"{run_dir}: written in run format {version}, this version reads format "
+        raise UserError(f"{where}: written in run format {version}, this version reads format "
                         f"{FORMAT_VERSION}; retrain it (sweeps: --force)")
     return config
 

@@ -45,10 +45,7 @@ def load_model(ckpt_path):
     ckpt = runs.load_checkpoint(ckpt_path)
     if not isinstance(ckpt, dict) or not {"model", "config", "norm_mean", "norm_std"} <= ckpt.keys():
         raise UserError(f"{ckpt_path}: not a checkpoint written by train.py (keys missing)")
-    config = ckpt["config"]
-    if config.get("format_version") != runs.FORMAT_VERSION:
-        raise UserError(f"{ckpt_path}: written in run format {config.get('format_version')}, this "
-                        f"version reads format {runs.FORMAT_VERSION}; retrain the run")
+    config = runs.check_format(ckpt["config"], ckpt_path)
     model = MLP(**model_kwargs(config))
     try:
         model.load_state_dict(ckpt["model"])
