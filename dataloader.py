@@ -264,12 +264,13 @@ def prepare(data, val_split=0, normalize="standard", device="cpu"):
     train_idx, val_idx = order[:n - val_split], order[n - val_split:]
     train_x = data["train_x"][train_idx].reshape(len(train_idx), -1).float().div_(255)
     mean, std = normalization_stats(train_x, normalize)
+    train_x.sub_(mean).div_(std)  # the rest of to_inputs, in place: one float copy of the set, not two
 
     def to_device(x, y):
         return to_inputs(x, mean, std).to(device), y.long().to(device)
 
     return {
-        "train": to_device(data["train_x"][train_idx], data["train_y"][train_idx]),
+        "train": (train_x.to(device), data["train_y"][train_idx].long().to(device)),
         "val": to_device(data["train_x"][val_idx], data["train_y"][val_idx]) if val_split else None,
         "test": to_device(data["test_x"], data["test_y"]),
         "mean": mean, "std": std,
@@ -295,12 +296,14 @@ def normalization_stats(train_x, normalize):
 def batches(x, y, batch_size, generator):
     """Yield (x, y) batches of a fresh permutation drawn from generator; the last batch may be short.
 
-    One gather per epoch puts the samples in shuffled order; each batch is then a view, not a copy.
+    Each batch is gathered by index_select as it is needed: it is small enough to stay in cache for the
+    forward pass, and it avoids shuffling a copy of the whole set into fresh memory every epoch, which
+    cost a tenth of an epoch at batch size 256 on the CPU.
     """
     perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
-    x, y = x[perm], y[perm]
     for start in range(0, x.shape[0], batch_size):
-        yield x[start:start + batch_size], y[start:start + batch_size]
+        idx = perm[start:start + batch_size]
+        yield x.index_select(0, idx), y.index_select(0, idx)
 
 
 # ---------------------------------------------------------------------------- the command
