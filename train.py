@@ -349,7 +349,7 @@ def train(config, resume_dir=None):
     model = MLP(**model_kwargs(config)).to(device)
     step_model = torch.compile(model) if config["compile"] else model
     optimizer = OPTIMIZERS[config["optimizer"]][0](
-        model.parameters(), config["lr"], config["momentum"], config["weight_decay"])
+        list(model.parameters()), config["lr"], config["momentum"], config["weight_decay"])
     loss_fn = LOSSES[config["loss"]][0]
 
     if resume_dir:

@@ -99,7 +99,7 @@ class Project:
         torch.manual_seed(0)
         self.model = MLP(hidden=HIDDEN, activation="relu").to(device)
         self.step_model = torch.compile(self.model) if compiled else self.model
-        self.optimizer = OPTIMIZERS["momentum"][0](self.model.parameters(), OPTIMIZER["lr"],
+        self.optimizer = OPTIMIZERS["momentum"][0](list(self.model.parameters()), OPTIMIZER["lr"],
                                                    OPTIMIZER["momentum"], OPTIMIZER["weight_decay"])
         self.x, self.y, self.epoch = x, y, 0
         self.config = {"seed": 0, "batch_size": batch_size,
