@@ -1,6 +1,6 @@
 """Time the project's training epoch against the common tutorial loop, in one process, side by side.
 
-    python benchmarks/epoch_time.py                  # the full benchmark (about 10 minutes on 2 CPU cores)
+    python benchmarks/epoch_time.py                  # the full benchmark (about 4 minutes on 2 CPU cores)
     python benchmarks/epoch_time.py --quick --data-dir DIR --no-verify   # seconds; for the tests
 
 The project's side is the real trainer: train.train_epoch on tensors from dataloader.prepare, with the
@@ -46,7 +46,7 @@ def parse_args():
     dataloader.add_data_args(p)
     p.add_argument("--batch-sizes", default="16,64,256,full",
                    help="comma-separated batch sizes; 'full' is the whole training set")
-    p.add_argument("--repeats", type=int, default=3,
+    p.add_argument("--repeats", type=int, default=5,
                    help="timed repetitions per batch size after one warm-up; medians are reported")
     p.add_argument("--ref-fraction", type=float, default=0.25,
                    help="each timed reference run covers this fraction of an epoch (at least one step) "
@@ -295,9 +295,11 @@ def main():
             + f"; times relative to this run's {threads}, torch's default here is {torch_default}, timed over "
               f"the first {part} images and scaled to an epoch.")
     for bs, eager, compiled, cost in compile_rows:
+        # The first compiled epoch minus a compiled epoch; with torch's on-disk cache warm from an earlier
+        # run it is within the noise of one epoch.
+        compiling = f"about {cost:.0f} s to compile" if cost >= 1 else "under 1 s to compile (cache warm)"
         print(f"torch.compile at batch size {bs}: eager {eager:.2f} s, compiled {compiled:.2f} s per epoch "
-              f"({eager / compiled:.2f}x speed-up), about {cost:.0f} s to compile (less when torch's on-disk "
-              f"compile cache is warm from an earlier run).")
+              f"({eager / compiled:.2f}x speed-up), {compiling}.")
 
     reached = next((m for m in metrics if m["test_acc"] >= TARGET_ACC), None)
     setting = (f"batch size {tta_config['batch_size']}, hidden {','.join(map(str, tta_config['hidden']))}, "
