@@ -1,4 +1,4 @@
-"""The README stays true: its set-up commands match CI, and its tables match the registry."""
+"""The README stays true: its set-up commands match CI, its tables match the registry and the results."""
 import pytest
 
 from conftest import ROOT
@@ -30,3 +30,40 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_tables_list_every_registry_entry(table):
     for name, entry in table.items():
         assert f"| `{name}` |" in README and entry[-1] in README, name
+
+
+def table_rows(text):
+    """The cells of each row of the first Markdown table in text, header and rule excluded."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.parametrize("sweep", ["batch_size", "activation", "loss", "optimizer"])
+def test_readme_sweep_tables_are_the_committed_results(sweep):
+    """Each README results row repeats the committed table's accuracy, epochs to 97% and s/epoch."""
+    header, *_ = (ROOT / "results" / sweep / f"{sweep}.md").read_text().splitlines()
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    wanted = [columns.index(c) for c in ("final_test_acc_%", "epochs_to_97%", "seconds_per_epoch")]
+    committed = {row[0]: [row[i] for i in wanted]
+                 for row in table_rows((ROOT / "results" / sweep / f"{sweep}.md").read_text())}
+    shown = table_rows(README[README.index(f"(results/{sweep}/{sweep}.md)"):])
+    assert {row[0]: row[1:] for row in shown} == committed
+
+
+def test_readme_grid_table_is_the_committed_grids():
+    """The README's activation x loss table repeats both committed grids, cell by cell."""
+    shown = table_rows(README[README.index("| hidden | activation |"):])
+    for hidden, name in (("256,128", "act_loss_h256x128"), ("128", "act_loss_h128")):
+        grid = table_rows((ROOT / "results" / name / f"{name}_grid.md").read_text())
+        mine = [row[1:] for row in shown if row[0] == hidden]
+        assert len(mine) == len(grid)
+        for readme_row, grid_row in zip(mine, grid):
+            assert readme_row[0] == grid_row[0]
+            for readme_cell, grid_cell in zip(readme_row[1:], grid_row[1:]):
+                assert readme_cell == grid_cell or ("diverged" in readme_cell and "diverged" in grid_cell)
