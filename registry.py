@@ -72,8 +72,8 @@ def _fused(params):
     """Whether torch's fused update (one kernel per tensor instead of several) exists on params' device.
 
     It makes the step of SGD with momentum about 1.5x and Adam's about 2.8x faster on the CPU here. It
-    rounds some updates differently from torch's loop in the last bit, so final accuracies moved by a
-    few hundredths of a point against runs made before it, well within the spread over seeds.
+    rounds some updates differently from torch's loop in the last bit, so a run's final accuracy differs
+    from the loop's by a few hundredths of a point, well within the spread over seeds.
     """
     return params[0].device.type in ("cpu", "cuda")
 

@@ -47,11 +47,10 @@ def table_rows(text):
 @pytest.mark.parametrize("sweep", ["batch_size", "activation", "loss", "optimizer"])
 def test_readme_sweep_tables_are_the_committed_results(sweep):
     """Each README results row repeats the committed table's accuracy, epochs to 97% and s/epoch."""
-    header, *_ = (ROOT / "results" / sweep / f"{sweep}.md").read_text().splitlines()
-    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    table = (ROOT / "results" / sweep / f"{sweep}.md").read_text()
+    columns = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
     wanted = [columns.index(c) for c in ("final_test_acc_%", "epochs_to_97%", "seconds_per_epoch")]
-    committed = {row[0]: [row[i] for i in wanted]
-                 for row in table_rows((ROOT / "results" / sweep / f"{sweep}.md").read_text())}
+    committed = {row[0]: [row[i] for i in wanted] for row in table_rows(table)}
     shown = table_rows(README[README.index(f"(results/{sweep}/{sweep}.md)"):])
     assert {row[0]: row[1:] for row in shown} == committed
 
