@@ -172,17 +172,24 @@ def _grid_axis(text):
 
 # ---------------------------------------------------------------------------- planning
 
-def index_runs(out):
-    """run_key -> run folders with their status, oldest first (by start time)."""
-    index = {}
+def scan_runs(out):
+    """Yield (run folder, config, summary) for each run folder under out in the current format;
+    summary is {"status": "unknown"} where the run has not written one yet."""
     for run_dir in runs.find_runs(out):
         try:
             config = runs.read_config(run_dir)
         except UserError:
             continue  # another format or damaged: it can never match a key we compute
         summary_path = run_dir / "summary.json"
-        status = runs.read_json(summary_path).get("status") if summary_path.exists() else "unknown"
-        index.setdefault(config.get("run_key"), []).append((config.get("started", ""), run_dir, status))
+        yield run_dir, config, runs.read_json(summary_path) if summary_path.exists() else {"status": "unknown"}
+
+
+def index_runs(out):
+    """run_key -> run folders with their status, oldest first (by start time)."""
+    index = {}
+    for run_dir, config, summary in scan_runs(out):
+        index.setdefault(config.get("run_key"), []).append(
+            (config.get("started", ""), run_dir, summary.get("status")))
     return {key: [(d, s) for _, d, s in sorted(found)] for key, found in index.items()}
 
 
@@ -345,11 +352,7 @@ def table_row(result, target, column="value"):
 
 def write_tables(rows, prefix, caption):
     """<prefix>.csv and <prefix>.md from a list of dicts with the same keys."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    runs.write_atomic(f"{prefix}.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
+    write_csv(f"{prefix}.csv", rows, list(rows[0]))
     header = list(rows[0])
     lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
     lines += [f"| {' | '.join(str(row[h]).replace('|', '/') for h in header)} |" for row in rows]
@@ -374,24 +377,21 @@ def grid_rows(results, axes):
 def write_index(out):
     """<out>/runs.csv: one row per run folder, its settings and final figures (pandas.read_csv)."""
     rows = []
-    for run_dir in runs.find_runs(out):
-        try:
-            config = runs.read_config(run_dir)
-        except UserError:
-            continue
-        summary_path = run_dir / "summary.json"
-        summary = runs.read_json(summary_path) if summary_path.exists() else {"status": "unknown"}
+    for run_dir, config, summary in scan_runs(out):
         settings = {k: _format(v) for k, v in config.items() if not isinstance(v, dict)}
         rows.append({"run": run_dir.name, "status": summary.get("status"),
                      **{k: v for k, v in summary.items() if k not in ("status", "resume")}, **settings})
-    if not rows:
-        return
-    fields = list(dict.fromkeys(k for row in rows for k in row))
+    if rows:
+        write_csv(Path(out) / "runs.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
+
+
+def write_csv(path, rows, fields):
+    """Write a list of dicts as a CSV file with the given columns, atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
-    runs.write_atomic(Path(out) / "runs.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
+    runs.write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue()))
 
 
 def describe_base(base, axes, seeds):
