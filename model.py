@@ -1,6 +1,7 @@
 """The one multilayer perceptron every script trains: flat 784 pixels in, 10 logits out."""
 import math
 
+import torch
 from torch import nn
 
 from errors import UserError
@@ -33,20 +34,21 @@ class MLP(nn.Sequential):
     """
 
     def __init__(self, hidden=(256, 128), activation="relu", norm="none", dropout=0.0,
-                 init="default", init_mean=0.0, init_std=0.01, inputs=784, classes=10):
-        layers, width = [], inputs
+                 init="default", init_mean=0.0, init_std=0.01, input_dropout=0.0, inputs=784, classes=10):
+        # Dropout on the input pixels too, as Srivastava et al. (2014) did for their MNIST records.
+        layers, width = [nn.Dropout(input_dropout)] if input_dropout > 0 else [], inputs
         for size in hidden:
             layers.append(nn.Linear(width, size))
             if NORMS[norm] is not None:
                 layers.append(NORMS[norm](size))
-            layers.append(ACTIVATIONS[activation][0]())
+            layers.append(ACTIVATIONS[activation].module())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size
         layers.append(nn.Linear(width, classes))
         super().__init__(*layers)
         if init != "default":
-            self._initialise(init, ACTIVATIONS[activation][1], init_mean, init_std)
+            self._initialise(init, ACTIVATIONS[activation].gain, init_mean, init_std)
 
     def _initialise(self, init, gain_name, mean, std):
         linears = [m for m in self if isinstance(m, nn.Linear)]
@@ -62,7 +64,16 @@ class MLP(nn.Sequential):
             nn.init.zeros_(layer.bias)
 
 
+@torch.no_grad()
+def apply_max_norm(model, limit):
+    """Rescale each unit's incoming weight vector to L2 norm at most `limit` (the max-norm
+    constraint of Srivastava et al. 2014), after an optimizer step."""
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            layer.weight.renorm_(2, 0, limit)
+
+
 def model_kwargs(config):
     """The MLP's arguments from a run config (as saved in config.json)."""
-    return {key: config[key] for key in
-            ("hidden", "activation", "norm", "dropout", "init", "init_mean", "init_std")}
+    return {"inputs": config["crop"] ** 2, **{key: config[key] for key in (
+        "hidden", "activation", "norm", "dropout", "init", "init_mean", "init_std", "input_dropout")}}
