@@ -5,6 +5,11 @@ Run `python dataloader.py` to see which data set is where, its checksums, sizes 
 Everything is read once into uint8 tensors; training then works on one float tensor on the training
 device and cuts batches from it by index (see `batches`), so no per-sample Python runs in the loop.
 """
+import errors
+
+if __name__ == "__main__":
+    errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
+
 import argparse
 import gzip
 import hashlib
@@ -248,8 +253,9 @@ def verify_md5(data):
 
 # ---------------------------------------------------------------------------- tensors for training
 
-def prepare(data, val_split=0, normalize="standard", device="cpu"):
-    """Turn loaded data into float tensors on the device: flattened, normalised, split.
+def prepare(data, val_split=0, normalize="standard", device="cpu", size=28):
+    """Turn loaded data into float tensors on the device: cropped to the central size x size pixels,
+    flattened, normalised, split.
 
     The validation set is the last `val_split` images of a fixed shuffle of the training set (the same
     for every run, so settings are compared on the same images). Normalisation statistics come from
@@ -262,12 +268,12 @@ def prepare(data, val_split=0, normalize="standard", device="cpu"):
                         f"has {n} images")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     train_idx, val_idx = order[:n - val_split], order[n - val_split:]
-    train_x = data["train_x"][train_idx].reshape(len(train_idx), -1).float().div_(255)
+    train_x = crop(data["train_x"][train_idx], size).reshape(len(train_idx), -1).float().div_(255)
     mean, std = normalization_stats(train_x, normalize)
     train_x.sub_(mean).div_(std)  # the rest of to_inputs, in place: one float copy of the set, not two
 
     def to_device(x, y):
-        return to_inputs(x, mean, std).to(device), y.long().to(device)
+        return to_inputs(crop(x, size), mean, std).to(device), y.long().to(device)
 
     return {
         "train": (train_x.to(device), data["train_y"][train_idx].long().to(device)),
@@ -277,8 +283,14 @@ def prepare(data, val_split=0, normalize="standard", device="cpu"):
     }
 
 
+def crop(images, size):
+    """The central size x size pixels of (N, 28, 28) images (all of them for size 28)."""
+    margin = (images.shape[1] - size) // 2
+    return images[:, margin:margin + size, margin:margin + size]
+
+
 def to_inputs(images, mean, std):
-    """uint8 images (N, 28, 28) -> float inputs (N, 784): scaled to [0, 1], then (x - mean) / std."""
+    """uint8 images (N, H, W) -> float inputs (N, H * W): scaled to [0, 1], then (x - mean) / std."""
     return images.reshape(images.shape[0], -1).float().div_(255).sub_(mean).div_(std)
 
 
@@ -328,16 +340,22 @@ def describe(data):
     return "\n".join(lines)
 
 
+# The data flags, as argparse arguments: train.py's settings table, test.py and this script use them.
+DATA_FLAGS = {
+    "--dataset": dict(default="mnist", choices=list(DATASETS),
+                      help="data set: mnist, shipped in mnist/; fashion-mnist, read from "
+                           "/usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)"),
+    "--data-dir": dict(default=None, help="folder with the four IDX files (.gz or not), a torchvision "
+                                          "root with <Name>/raw/, or <dataset>_train.csv and <dataset>_test.csv"),
+    "--no-verify": dict(action="store_true", default=False,
+                        help="do not require the canonical checksums (for your own MNIST-format data)"),
+}
+
+
 def add_data_args(parser):
-    """Add the data flags shared by train.py, test.py and dataloader.py."""
-    parser.add_argument("--dataset", default="mnist", choices=list(DATASETS),
-                        help="data set (default: mnist, shipped in mnist/; fashion-mnist is read "
-                             "from /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist)")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the four IDX files (.gz or not), a torchvision root with "
-                             "<Name>/raw/, or <dataset>_train.csv and <dataset>_test.csv")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="do not require the canonical checksums (for your own MNIST-format data)")
+    """Add the data flags to a parser."""
+    for flag, kwargs in DATA_FLAGS.items():
+        parser.add_argument(flag, **kwargs)
 
 
 def main():

@@ -6,8 +6,11 @@ A run is a folder <out>/runs/<name>/ holding
   steps.csv      the training loss averaged over every few steps
   summary.json   status (running, completed, diverged, interrupted) and the final figures
   model.pt       weights, optimizer and random state of the last finished epoch
-Plots and tables read only these files.
+Plots and tables read only these files. <out>/runs/.claims/ holds one lock file per run key, so that
+two processes never train the same settings at once (see claim).
 """
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -20,9 +23,8 @@ import torch
 
 from errors import UserError
 
-FORMAT_VERSION = 1
-# Settings that do not change what a run computes, left out of its identity (run_key).
-NOT_IN_KEY = ("device", "out", "name", "quiet", "threads", "format_version")
+FORMAT_VERSION = 2
+FINISHED = ("completed", "diverged")
 
 
 def write_atomic(path, write):
@@ -119,21 +121,23 @@ def read_steps(path):
     return rows
 
 
-def run_key(config):
-    """A short hash of the settings that determine what a run computes (seed included)."""
-    core = {k: v for k, v in sorted(config.items()) if k not in NOT_IN_KEY}
-    return hashlib.sha1(json.dumps(core, sort_keys=True).encode()).hexdigest()[:8]
+def digest(settings):
+    """A short hash of a dict of settings: a run's identity (train.run_key says which settings)."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def run_name(config):
-    """A folder name telling the main settings, the settings' hash, and a host/time suffix so that
-    two machines writing to one results folder never pick the same name."""
+def run_name(config, key):
+    """A folder name telling the main settings, the run key, and a host/time suffix so that two
+    machines writing to one results folder never pick the same name."""
     hidden = "x".join(map(str, config["hidden"])) or "linear"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    host = socket.gethostname().split(".")[0][:16]
     return (f"{config['dataset']}-h{hidden}-{config['activation']}-{config['loss']}-"
             f"{config['optimizer']}-lr{config['lr']:g}-bs{config['batch_size']}-s{config['seed']}-"
-            f"{run_key(config)}-{stamp}-{host}-{os.getpid()}")
+            f"{key}-{stamp}-{_host()}-{os.getpid()}")
+
+
+def _host():
+    return socket.gethostname().split(".")[0][:16]
 
 
 def read_config(run_dir):
@@ -154,15 +158,25 @@ def check_format(config, where):
     return config
 
 
+def read_summary(run_dir):
+    """A run's summary.json, or {"status": "unknown"} before the run has written one."""
+    path = Path(run_dir) / "summary.json"
+    return read_json(path) if path.exists() else {"status": "unknown"}
+
+
+def read_status(run_dir):
+    """A run's status: running, completed, diverged, interrupted, or unknown."""
+    return read_summary(run_dir).get("status")
+
+
 def read_run(run_dir):
     """Read a whole run folder: {"dir", "config", "metrics", "summary", "steps"}."""
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
     return {
         "dir": run_dir,
         "config": read_config(run_dir),
         "metrics": read_jsonl(run_dir / "metrics.jsonl"),
-        "summary": read_json(summary_path) if summary_path.exists() else {"status": "unknown"},
+        "summary": read_summary(run_dir),
         "steps": read_steps(run_dir / "steps.csv"),
     }
 
@@ -174,6 +188,49 @@ def find_runs(out):
         return []
     return sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()),
                   key=lambda p: p.stat().st_mtime)
+
+
+def scan(out):
+    """Yield (run folder, config, summary) for each run folder under out in the current format."""
+    for run_dir in find_runs(out):
+        try:
+            config = read_config(run_dir)
+        except UserError:
+            continue  # another format or damaged: it can never match a key computed now
+        yield run_dir, config, read_summary(run_dir)
+
+
+def index(out):
+    """run_key -> [(run folder, status)], oldest first by start time."""
+    found = {}
+    for run_dir, config, summary in scan(out):
+        found.setdefault(config.get("run_key"), []).append(
+            (config.get("started", ""), run_dir, summary.get("status")))
+    return {key: [(d, s) for _, d, s in sorted(rows)] for key, rows in found.items()}
+
+
+@contextlib.contextmanager
+def claim(out, key, say=print):
+    """Hold the claim on training the run with this key in out; wait while another process holds it.
+
+    The claim is a POSIX lock on <out>/runs/.claims/<key>.lock, so the operating system releases it
+    when its process ends in any way: a claim is never left stale. The file says who holds it.
+    """
+    folder = Path(out) / "runs" / ".claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key}.lock", "a+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            say(f"waiting: {f.read().strip() or 'another process'} is training a run with these "
+                f"settings; it will be reused when done", flush=True)
+            fcntl.lockf(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {_host()} since {time.strftime('%H:%M:%S')}\n")
+        f.flush()
+        yield
 
 
 def load_checkpoint(path):

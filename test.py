@@ -1,12 +1,18 @@
 """Test a trained run: accuracy, per-class accuracy and confusion matrix on the test set.
 
+    python test.py                               # the newest completed run under results/runs/
     python test.py results/runs/<run>            # a run folder (or its model.pt)
-    python test.py --latest --plots              # the newest run; save confusion.png and errors.png
-    python test.py --latest --image my_digit.png # predict the digit in your own image
+    python test.py --plots                       # also save confusion.png and errors.png in its folder
+    python test.py --image my_digit.png          # predict the digit in your own image
 
 The model is rebuilt from the settings saved with the run, and the test images are normalised with
 the statistics saved with it, so the figures match what training logged.
 """
+import errors
+
+if __name__ == "__main__":
+    errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
+
 import argparse
 from pathlib import Path
 
@@ -21,16 +27,11 @@ from registry import LOSSES
 from train import evaluate
 
 
-def find_checkpoint(target, latest, out):
-    """Resolve the command line to (run folder or None, model.pt path)."""
-    if latest:
-        done = [p for p in runs.find_runs(out) if (p / "model.pt").exists()]
-        if not done:
-            raise UserError(f"--latest: no run with a checkpoint under {Path(out) / 'runs'}; train "
-                            f"one with `python train.py`, or give --out")
-        target = done[-1]
+def find_checkpoint(target, out):
+    """Resolve the command line to (run folder or None, model.pt path); no target: the newest
+    completed run under out."""
     if target is None:
-        raise UserError("give a run folder or a model.pt, or --latest")
+        target = newest_completed(out)
     target = Path(target)
     if target.is_dir():
         runs.read_config(target)  # a folder that is not a run, or of another format, stops here
@@ -40,6 +41,17 @@ def find_checkpoint(target, latest, out):
     return None, target
 
 
+def newest_completed(out):
+    """The run under <out>/runs that completed last, said aloud with how to pick another."""
+    done = [p for p in runs.find_runs(out) if runs.read_status(p) == "completed" and (p / "model.pt").exists()]
+    if not done:
+        train_command = "python train.py" + ("" if str(out) == "results" else f" --out {out}")
+        raise UserError(f"no completed run under {Path(out) / 'runs'} yet; train one with: {train_command}")
+    newest = max(done, key=lambda p: (p / "summary.json").stat().st_mtime)
+    print(f"testing the newest completed run (another: python test.py RUN_FOLDER, e.g. one of {Path(out) / 'runs'})")
+    return newest
+
+
 def load_model(ckpt_path):
     """Rebuild the MLP from a checkpoint; returns (model, checkpoint dict)."""
     ckpt = runs.load_checkpoint(ckpt_path)
@@ -47,12 +59,19 @@ def load_model(ckpt_path):
         raise UserError(f"{ckpt_path}: not a checkpoint written by train.py (keys missing)")
     config = runs.check_format(ckpt["config"], ckpt_path)
     model = MLP(**model_kwargs(config))
-    try:
-        model.load_state_dict(ckpt["model"])
+    try:  # with --ema the run evaluated the moving average of its weights, so it is what is tested
+        model.load_state_dict(ckpt.get("ema_model") or ckpt["model"])
     except RuntimeError as e:
         raise UserError(f"{ckpt_path}: weights do not fit the architecture in its config "
                         f"({str(e).splitlines()[0]})") from None
     return model.eval(), ckpt
+
+
+def architecture(config):
+    """'hidden [256, 128], relu', or 'softmax regression' for a model with no hidden layer."""
+    if not config["hidden"]:
+        return "softmax regression (no hidden layer)"
+    return f"hidden {config['hidden']}, {config['activation']}"
 
 
 def confusion_matrix(labels, predictions, classes=10):
@@ -133,9 +152,10 @@ def read_image(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", nargs="?", help="a run folder (results/runs/<run>) or a model.pt")
-    parser.add_argument("--latest", action="store_true", help="use the newest run under --out")
-    parser.add_argument("--out", default="results", help="results root searched by --latest")
+    parser.add_argument("run", nargs="?", help="a run folder (results/runs/<run>) or a model.pt "
+                                               "(default: the newest completed run under --out)")
+    parser.add_argument("--latest", action="store_true", help="the newest completed run (the default)")
+    parser.add_argument("--out", default="results", help="results root searched for the newest run")
     parser.add_argument("--data-dir", default=None, help="read the test set from here instead of "
                                                          "where the run was trained from")
     parser.add_argument("--plots", action="store_true",
@@ -144,7 +164,7 @@ def main():
                         help="predict the digit in your own image (may be repeated)")
     args = parser.parse_args()
 
-    run_dir, ckpt_path = find_checkpoint(args.run, args.latest, args.out)
+    run_dir, ckpt_path = find_checkpoint(None if args.latest else args.run, args.out)
     model, ckpt = load_model(ckpt_path)
     config = ckpt["config"]
     if run_dir and model_kwargs(runs.read_config(run_dir)) != model_kwargs(config):
@@ -153,30 +173,38 @@ def main():
                         f"{run_dir / 'config.json'}; the checkpoint belongs to another run, put "
                         f"back this run's model.pt or retrain it")
     mean, std = ckpt["norm_mean"], ckpt["norm_std"]
-    print(f"run: {run_dir or ckpt_path} (epoch {ckpt['epoch']}, {config['activation']}, "
-          f"hidden {config['hidden']}, loss {config['loss']}, optimizer {config['optimizer']})")
+    print(f"run: {run_dir or ckpt_path} (epoch {ckpt['epoch']}, {architecture(config)}, loss "
+          f"{config['loss']}, optimizer {config['optimizer']})")
 
     if args.image:
-        with torch.inference_mode():
-            for path in args.image:
-                probs = model(dataloader.to_inputs(read_image(path)[None], mean, std)).softmax(1)[0]
-                top = probs.topk(3)
-                ranked = ", ".join(f"{i} ({p:.1%})" for p, i in zip(top.values.tolist(), top.indices.tolist()))
-                print(f"{path}: predicted {int(top.indices[0])}   (softmax of the logits: {ranked})")
-        return
+        predict(model, args.image, mean, std, config["crop"])
+    else:
+        report(model, config, args, run_dir or ckpt_path.parent, mean, std)
 
-    data = dataloader.load(config["dataset"], args.data_dir or config["data_dir"],
-                           verify=not config["no_verify"])
-    x, y = dataloader.to_inputs(data["test_x"], mean, std), data["test_y"].long()
-    loss, accuracy = evaluate(model, LOSSES[config["loss"]][0], x, y)
+
+def predict(model, paths, mean, std, size):
+    """Print the predicted digit of each image and the three most likely classes."""
+    with torch.inference_mode():
+        for path in paths:
+            image = dataloader.crop(read_image(path)[None], size)
+            probs = model(dataloader.to_inputs(image, mean, std)).softmax(1)[0]
+            top = probs.topk(3)
+            ranked = ", ".join(f"{i} ({p:.1%})" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+            print(f"{path}: predicted {int(top.indices[0])}   (softmax of the logits: {ranked})")
+
+
+def report(model, config, args, folder, mean, std):
+    """Test loss, accuracy, per-class accuracy and confusion matrix; with --plots, the figures."""
+    data = dataloader.load(config["dataset"], args.data_dir or config["data_dir"], verify=not config["no_verify"])
+    x, y = dataloader.to_inputs(dataloader.crop(data["test_x"], config["crop"]), mean, std), data["test_y"].long()
+    loss, accuracy = evaluate(model, LOSSES[config["loss"]].fn, x, y)
     with torch.inference_mode():
         predictions = model(x).argmax(1)
     counts = confusion_matrix(y, predictions)
     print(format_report(loss, accuracy, counts, data["classes"]))
     if args.plots:
-        folder = run_dir or ckpt_path.parent
-        title = (f"{config['dataset']}, hidden {config['hidden']}, {config['activation']}, "
-                 f"{config['loss']}, {config['optimizer']}: test accuracy {accuracy:.2%}")
+        title = (f"{config['dataset']}, {architecture(config)}, {config['loss']}, {config['optimizer']}: "
+                 f"test accuracy {accuracy:.2%}")
         save_plots(folder, data["test_x"], y, predictions, counts, data["classes"], title)
         print(f"\nsaved {folder / 'confusion.png'} and {folder / 'errors.png'}")
 

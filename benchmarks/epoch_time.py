@@ -22,6 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import errors  # noqa: E402
+
+if __name__ == "__main__":
+    errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
+
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
@@ -33,10 +38,10 @@ import runs  # noqa: E402
 import train  # noqa: E402
 from errors import run_cli  # noqa: E402
 from model import MLP  # noqa: E402
-from registry import LOSSES, OPTIMIZERS  # noqa: E402
+from registry import OPTIMIZERS  # noqa: E402
 
 HIDDEN = [256, 64]
-OPTIMIZER = OPTIMIZERS["momentum"][1]  # lr 0.05, momentum 0.9: the project's defaults, used by both loops
+OPTIMIZER = OPTIMIZERS["momentum"]  # lr 0.05, momentum 0.9: the project's defaults, used by both loops
 TARGET_ACC = 0.98
 
 
@@ -95,20 +100,17 @@ def peak_rss_mb():
 class Project:
     """The project's trainer: each call runs one epoch of train.train_epoch on the prepared tensors."""
 
-    def __init__(self, x, y, batch_size, device, compiled=False):
-        torch.manual_seed(0)
-        self.model = MLP(hidden=HIDDEN, activation="relu").to(device)
-        self.step_model = torch.compile(self.model) if compiled else self.model
-        self.optimizer = OPTIMIZERS["momentum"][0](list(self.model.parameters()), OPTIMIZER["lr"],
-                                                   OPTIMIZER["momentum"], OPTIMIZER["weight_decay"])
-        self.x, self.y, self.epoch = x, y, 0
-        self.config = {"seed": 0, "batch_size": batch_size,
-                       "log_every": train.build_parser().get_default("log_every")}
+    def __init__(self, tensors, batch_size, device, compiled=False, part=None):
+        argv = ["--hidden", ",".join(map(str, HIDDEN)), "--batch-size", str(batch_size), "--quiet",
+                "--schedule", "constant"] + (["--compile"] if compiled else [])  # lr fixed, as the reference's
+        config = {**train.parse_config(argv), "device": device}
+        self.trainer = train.build_trainer(config, tensors, device)
+        self.x, self.y = (t[:part] for t in tensors["train"])
+        self.epoch = 0
 
     def __call__(self):
         with tqdm(disable=True) as progress:
-            train.train_epoch(self.step_model, self.optimizer, LOSSES["ce"][0], self.x, self.y,
-                              self.config, self.epoch, progress)
+            train.train_epoch(self.trainer, self.x, self.y, self.epoch, progress)
         self.epoch += 1
 
 
@@ -118,8 +120,7 @@ class Reference:
     def __init__(self, dataset, batch_size, steps, device):
         torch.manual_seed(0)
         self.model = MLP(hidden=HIDDEN, activation="relu").to(device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=OPTIMIZER["lr"],
-                                         momentum=OPTIMIZER["momentum"])
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=OPTIMIZER.lr, momentum=OPTIMIZER.momentum)
         self.criterion = nn.CrossEntropyLoss()
         self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
         self.steps, self.device = steps, device
@@ -183,84 +184,84 @@ def time_to_accuracy(args, device, folder):
     argv += ["--no-verify"] if args.no_verify else []
     argv += ["--threads", str(args.threads)] if args.threads else []
     argv += ["--epochs", "2", "--val-split", "100"] if args.quick else []
-    config = train.config_from_args(train.build_parser().parse_args(argv))
+    config = train.parse_config(argv)
     run_dir, _ = train.train(config)
     return config, runs.read_jsonl(run_dir / "metrics.jsonl")
 
 
-def main():
-    args = parse_args()
-    device = train.resolve_device(args.device)
-    torch_default = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 progress, apart from the table
-    import_rss = peak_rss_mb()
+def say(text):
+    """Progress, on stderr, apart from the report."""
+    print(text, file=sys.stderr, flush=True)
 
+
+def load(args, device, folder):
+    """Both sides' data, timed: the project's tensors, and torchvision's MNIST written into folder."""
+    import_rss = peak_rss_mb()
     t0 = time.perf_counter()
     data = dataloader.load(args.dataset, args.data_dir, verify=not args.no_verify)
-    x, y = dataloader.prepare(data, 0, "standard", device)["train"]
+    tensors = dataloader.prepare(data, 0, "standard", device)
     train.sync(device)
     project_start, project_rss = time.perf_counter() - t0, peak_rss_mb()
-
-    tmp = tempfile.TemporaryDirectory()
-    root = torchvision_root(data, Path(tmp.name) / "torchvision")
+    root = torchvision_root(data, Path(folder) / "torchvision")
     t0 = time.perf_counter()
     # The constants every MNIST tutorial copies: the training set's pixel mean and std.
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     reference_data = datasets.MNIST(str(root), train=True, transform=transform)
     reference_data[0]  # start-up includes the first decode, as the project's includes its conversion
-    reference_start = time.perf_counter() - t0
+    return {"tensors": tensors, "reference": reference_data, "n": tensors["train"][0].shape[0],
+            "project_start": project_start, "reference_start": time.perf_counter() - t0,
+            "import_rss": import_rss, "project_rss": project_rss}
 
-    n = x.shape[0]
-    sizes = [n if s.strip() == "full" else min(int(s), n) for s in args.batch_sizes.split(",")]
+
+def epoch_rows(args, setup, device, peaks):
+    """Per batch size: (batch size, project s/epoch, reference s/epoch, reference scaled?, fraction of
+    the matmul peak), the two sides alternating, the peak re-measured before each round."""
+    n, rows = setup["n"], []
     flops = flops_per_epoch(MLP(hidden=HIDDEN), n)
-    peaks = [matmul_gflops(device, args.peak_size)]
-    measure_peak = lambda: peaks.append(matmul_gflops(device, args.peak_size))  # noqa: E731
-
-    rows = []
-    for bs in sizes:
+    for bs in [n if s.strip() == "full" else min(int(s), n) for s in args.batch_sizes.split(",")]:
         steps_per_epoch = math.ceil(n / bs)
         ref_steps = min(steps_per_epoch, max(1, math.ceil(args.ref_fraction * steps_per_epoch)))
         say(f"batch size {bs}: project epochs and {ref_steps} of {steps_per_epoch} reference steps, alternating")
         _, (project, reference) = interleaved(
-            [Project(x, y, bs, device), Reference(reference_data, bs, ref_steps, device)],
-            args.repeats, device, between=measure_peak)
+            [Project(setup["tensors"], bs, device), Reference(setup["reference"], bs, ref_steps, device)],
+            args.repeats, device, between=lambda: peaks.append(matmul_gflops(device, args.peak_size)))
         # Each epoch against the peak measured just before it, so that both saw the same load.
         fraction = statistics.median(flops / seconds / 1e9 / round_peak
                                      for seconds, round_peak in zip(project, peaks[-args.repeats:]))
         rows.append((bs, statistics.median(project), statistics.median(reference) * steps_per_epoch / ref_steps,
                      ref_steps < steps_per_epoch, fraction))
-    peak = statistics.median(peaks)
+    return rows
 
-    compare_sizes = [bs for bs in (64, 256) if bs <= n] or sizes[:1]
-    thread_rows = []
-    if device == "cpu":
-        counts = sorted({threads, 1, 2})
-        # Too many threads on a busy machine can cost whole epochs, so these runs use part of the data.
-        part = min(n, max(max(compare_sizes), math.ceil(args.ref_fraction * n)))
-        for bs in compare_sizes:
-            say(f"batch size {bs}: threads {counts}, alternating")
-            runners = [with_threads(count, Project(x[:part], y[:part], bs, device)) for count in counts]
-            _, seconds = interleaved(runners, args.repeats, device)
-            torch.set_num_threads(threads)
-            thread_rows.append((bs, {c: statistics.median(s) * n / part for c, s in zip(counts, seconds)}))
 
-    compile_rows = []
-    if not args.no_compile:
-        for bs in compare_sizes:
-            say(f"batch size {bs}: torch.compile against eager, alternating (the first compiled epoch compiles)")
-            warm, (eager, compiled) = interleaved(
-                [Project(x, y, bs, device), Project(x, y, bs, device, compiled=True)], args.repeats, device)
-            compile_rows.append((bs, statistics.median(eager), statistics.median(compiled),
-                                 warm[1] - statistics.median(compiled)))
+def thread_rows(args, setup, device, sizes, threads):
+    """Per batch size: {thread count: s/epoch}, timed on part of the data (too many threads on a busy
+    machine can cost whole epochs)."""
+    counts, rows = sorted({threads, 1, 2}), []
+    part = min(setup["n"], max(max(sizes), math.ceil(args.ref_fraction * setup["n"])))
+    for bs in sizes:
+        say(f"batch size {bs}: threads {counts}, alternating")
+        runners = [with_threads(c, Project(setup["tensors"], bs, device, part=part)) for c in counts]
+        _, seconds = interleaved(runners, args.repeats, device)
+        torch.set_num_threads(threads)
+        rows.append((bs, {c: statistics.median(s) * setup["n"] / part for c, s in zip(counts, seconds)}))
+    return rows, part
 
-    say("time to accuracy: training train.py's default configuration")
-    with tempfile.TemporaryDirectory() as out:
-        tta_config, metrics = time_to_accuracy(args, device, out)
-    rss = peak_rss_mb()
 
+def compile_rows(args, setup, device, sizes):
+    """Per batch size: (batch size, eager s/epoch, compiled s/epoch, seconds to compile)."""
+    rows = []
+    for bs in sizes:
+        say(f"batch size {bs}: torch.compile against eager, alternating (the first compiled epoch compiles)")
+        warm, (eager, compiled) = interleaved(
+            [Project(setup["tensors"], bs, device), Project(setup["tensors"], bs, device, compiled=True)],
+            args.repeats, device)
+        rows.append((bs, statistics.median(eager), statistics.median(compiled), warm[1] - statistics.median(compiled)))
+    return rows
+
+
+def print_table(args, setup, device, rows, threads):
+    """The epoch-time table and its notes."""
+    n, flops = setup["n"], flops_per_epoch(MLP(hidden=HIDDEN), setup["n"])
     where = torch.cuda.get_device_name() if device == "cuda" else f"{device}, {threads} thread(s)"
     print(f"Epoch time, {n} training images, 784-{'-'.join(map(str, HIDDEN))}-10 ReLU MLP, SGD momentum, "
           f"cross-entropy ({where}; torch {torch.__version__})")
@@ -276,42 +277,79 @@ def main():
               f"DataLoader iterator and scaled to a whole epoch by its number of steps.")
     print(f"\nWork: {flops / 1e9:.1f} GFLOP per epoch, counted as 6 * N * sum(in * out) over the linear layers "
           f"(forward + backward; biases, activations and the loss not counted).")
+
+
+def print_notes(args, setup, device, peaks, extras):
+    """The lines under the table: peak, start-up, memory, threads, compile, time to accuracy."""
+    peak = statistics.median(peaks)
     print(f"Matmul peak: {peak:.1f} GFLOP/s (median of {len(peaks)} measurements of a float32 "
           f"{args.peak_size}x{args.peak_size} torch.mm, one before each round, spread {min(peaks):.1f}-"
           f"{max(peaks):.1f}; on a busy machine it moves with the load, as the epochs do).")
     print("Of matmul peak: median over the rounds of each project epoch's GFLOP/s over the peak measured just "
           "before it.")
-    print(f"Start-up (reading the data into memory): project {project_start:.2f} s (gzip IDX -> normalised "
-          f"float tensor on {device}); torchvision MNIST {reference_start:.2f} s (from uncompressed raw files).")
-    memory = f"Peak memory (max RSS): {import_rss:.0f} MiB after importing torch, {project_rss:.0f} MiB after " \
-             f"the project's data load, {rss:.0f} MiB for the whole benchmark process"
+    print(f"Start-up (reading the data into memory): project {setup['project_start']:.2f} s (gzip IDX -> "
+          f"normalised float tensor on {device}); torchvision MNIST {setup['reference_start']:.2f} s (from "
+          f"uncompressed raw files).")
+    memory = (f"Peak memory (max RSS): {setup['import_rss']:.0f} MiB after importing torch, "
+              f"{setup['project_rss']:.0f} MiB after the project's data load, {peak_rss_mb():.0f} MiB for the "
+              f"whole benchmark process")
     if device == "cuda":
         memory += f"; CUDA max allocated {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MiB"
     print(memory + ".")
+    for line in extras:
+        print(line)
 
-    for bs, by_count in thread_rows:
-        print(f"Threads at batch size {bs}: " + ", ".join(
-            f"{c} thread{'s' * (c > 1)} {s:.2f} s/epoch ({s / by_count[threads]:.2f}x)" for c, s in by_count.items())
-            + f"; times relative to this run's {threads}, torch's default here is {torch_default}, timed over "
-              f"the first {part} images and scaled to an epoch.")
-    for bs, eager, compiled, cost in compile_rows:
-        # The first compiled epoch minus a compiled epoch; with torch's on-disk cache warm from an earlier
-        # run it is within the noise of one epoch.
-        compiling = f"about {cost:.0f} s to compile" if cost >= 1 else "under 1 s to compile (cache warm)"
-        print(f"torch.compile at batch size {bs}: eager {eager:.2f} s, compiled {compiled:.2f} s per epoch "
-              f"({eager / compiled:.2f}x speed-up), {compiling}.")
 
+def thread_lines(rows, part, threads, torch_default):
+    return [f"Threads at batch size {bs}: " + ", ".join(
+        f"{c} thread{'s' * (c > 1)} {s:.2f} s/epoch ({s / by_count[threads]:.2f}x)" for c, s in by_count.items())
+        + f"; times relative to this run's {threads}, torch's default here is {torch_default}, timed over "
+          f"the first {part} images and scaled to an epoch." for bs, by_count in rows]
+
+
+def compile_lines(rows):
+    # The first compiled epoch minus a compiled epoch; with torch's on-disk cache warm from an earlier run
+    # it is within the noise of one epoch.
+    return [f"torch.compile at batch size {bs}: eager {eager:.2f} s, compiled {compiled:.2f} s per epoch "
+            f"({eager / compiled:.2f}x speed-up), "
+            f"{f'about {cost:.0f} s to compile' if cost >= 1 else 'under 1 s to compile (cache warm)'}."
+            for bs, eager, compiled, cost in rows]
+
+
+def accuracy_line(config, metrics):
     reached = next((m for m in metrics if m["test_acc"] >= TARGET_ACC), None)
-    setting = (f"batch size {tta_config['batch_size']}, hidden {','.join(map(str, tta_config['hidden']))}, "
-               f"{tta_config['optimizer']} lr {tta_config['lr']:g}, {tta_config['schedule']} schedule")
+    setting = (f"batch size {config['batch_size']}, hidden {','.join(map(str, config['hidden']))}, "
+               f"{config['optimizer']} lr {config['lr']:g}, {config['schedule']} schedule")
     if reached:
-        print(f"Time to {TARGET_ACC:.0%} test accuracy, train.py defaults ({setting}): {reached['elapsed_seconds']:.1f} "
-              f"s of training (evaluation excluded), at epoch {reached['epoch']} of {len(metrics)}.")
-    else:
-        print(f"Time to {TARGET_ACC:.0%} test accuracy, train.py defaults ({setting}): not reached in "
-              f"{len(metrics)} epochs ({sum(m['epoch_seconds'] for m in metrics):.1f} s); best "
-              f"{max(m['test_acc'] for m in metrics):.2%}.")
-    tmp.cleanup()
+        return (f"Time to {TARGET_ACC:.0%} test accuracy, train.py defaults ({setting}): "
+                f"{reached['elapsed_seconds']:.1f} s of training (evaluation excluded), at epoch "
+                f"{reached['epoch']} of {len(metrics)}.")
+    return (f"Time to {TARGET_ACC:.0%} test accuracy, train.py defaults ({setting}): not reached in "
+            f"{len(metrics)} epochs ({sum(m['epoch_seconds'] for m in metrics):.1f} s); best "
+            f"{max(m['test_acc'] for m in metrics):.2%}.")
+
+
+def main():
+    args = parse_args()
+    device = train.resolve_device(args.device)
+    torch_default = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        setup = load(args, device, tmp)
+        peaks = [matmul_gflops(device, args.peak_size)]
+        rows = epoch_rows(args, setup, device, peaks)
+        sizes = [bs for bs in (64, 256) if bs <= setup["n"]] or [rows[0][0]]
+        extras = []
+        if device == "cpu":
+            extras += thread_lines(*thread_rows(args, setup, device, sizes, threads), threads, torch_default)
+        if not args.no_compile:
+            extras += compile_lines(compile_rows(args, setup, device, sizes))
+        say("time to accuracy: training train.py's default configuration")
+        extras.append(accuracy_line(*time_to_accuracy(args, device, Path(tmp) / "runs")))
+        print_table(args, setup, device, rows, threads)
+        print_notes(args, setup, device, peaks, extras)
 
 
 if __name__ == "__main__":

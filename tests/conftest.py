@@ -51,6 +51,8 @@ def tiny_data(tmp_path):
 # Flags that make a training run on tiny_data take about a second.
 TINY = ["--no-verify", "--val-split", "100", "--hidden", "32", "--epochs", "2", "--batch-size", "50",
         "--quiet", "--device", "cpu"]
+# The same for sweeps, which run every train.py quietly and offer no --quiet of their own.
+TINY_SWEEP = [flag for flag in TINY if flag != "--quiet"]
 
 
 def run_script(script, *args, timeout=300, **kwargs):

@@ -20,7 +20,7 @@ TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
 def tiny_config(data_dir, out, **changes):
     """A config for a ~1 s run on the synthetic data, through the real argument parser."""
     args = train.build_parser().parse_args([*TINY, "--data-dir", str(data_dir), "--out", str(out)])
-    config = train.config_from_args(args)
+    config = train.make_config(args)
     config.update(changes)
     return config
 
@@ -140,15 +140,15 @@ def test_losses_match_their_definitions():
     torch.manual_seed(0)
     logits, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
     onehot = F.one_hot(y, 10).float()
-    assert torch.allclose(LOSSES["ce"][0](logits, y), F.cross_entropy(logits, y))
-    assert torch.allclose(LOSSES["mse"][0](logits, y), ((logits - onehot) ** 2).sum(1).mean())
-    assert torch.allclose(LOSSES["hinge"][0](logits, y), F.multi_margin_loss(logits, y) * 10)
+    assert torch.allclose(LOSSES["ce"].fn(logits, y), F.cross_entropy(logits, y))
+    assert torch.allclose(LOSSES["mse"].fn(logits, y), ((logits - onehot) ** 2).sum(1).mean())
+    assert torch.allclose(LOSSES["hinge"].fn(logits, y), F.multi_margin_loss(logits, y) * 10)
     # Away from saturation the tutorials' sigmoid+BCELoss equals the fused form.
-    assert torch.allclose(LOSSES["bce"][0](logits, y), LOSSES["bce_logits"][0](logits, y), atol=1e-5)
+    assert torch.allclose(LOSSES["bce"].fn(logits, y), LOSSES["bce_logits"].fn(logits, y), atol=1e-5)
     # In saturation BCELoss's clamped log hides the true loss; the fused form does not.
     far = torch.full((1, 10), -200.0)
     far[0, 3] = 200.0
-    assert LOSSES["bce"][0](far, torch.tensor([0])) < LOSSES["bce_logits"][0](far, torch.tensor([0]))
+    assert LOSSES["bce"].fn(far, torch.tensor([0])) < LOSSES["bce_logits"].fn(far, torch.tensor([0]))
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
@@ -165,9 +165,9 @@ def test_every_loss_trains_and_learns(name, tiny_data, tmp_path):
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_every_optimizer_steps(name, tiny_data, tmp_path):
-    config = train.config_from_args(train.build_parser().parse_args(
+    config = train.make_config(train.build_parser().parse_args(
         [*TINY, "--data-dir", str(tiny_data), "--out", str(tmp_path), "--optimizer", name]))
-    assert config["lr"] == OPTIMIZERS[name][1]["lr"]
+    assert config["lr"] == OPTIMIZERS[name].lr
     _, summary = train.train(config)
     assert summary["status"] == "completed" and summary["final_test_acc"] > 0.2
 
@@ -184,7 +184,7 @@ def test_abbreviated_flags_are_rejected():
 
 
 def test_schedules():
-    config = {"lr": 0.1, "epochs": 10, "schedule": "cosine", "step_size": 3, "gamma": 0.5}
+    config = {"lr": 0.1, "epochs": 10, "schedule": "cosine", "step_size": 3, "gamma": 0.5, "warmup": 0}
     assert train.lr_at(config, 0) == 0.1 and train.lr_at(config, 5) == pytest.approx(0.05)
     config["schedule"] = "step"
     assert [train.lr_at(config, e) for e in (0, 2, 3, 6)] == [0.1, 0.1, 0.05, 0.025]

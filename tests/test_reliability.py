@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import runs
-from conftest import ROOT, TINY, idx_file, make_dataset, make_digits, run_script
+from conftest import ROOT, TINY, TINY_SWEEP, idx_file, make_dataset, make_digits, run_script
 from errors import UserError
 
 TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
@@ -270,7 +270,7 @@ def evaluate_old_format(folder, trained):
     run = copy_run(trained["run"], folder / "run")
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "format_version": 0}))
-    return {"args": ["test.py", run], "expect": [f"{run}: written in run format 0", "reads format 1"],
+    return {"args": ["test.py", run], "expect": [f"{run}: written in run format 0", f"reads format {runs.FORMAT_VERSION}"],
             "unchanged": run}
 
 
@@ -299,7 +299,7 @@ def sweep_resumes_other_architecture(folder, trained):
     run = copy_run(trained["run"], out / "runs" / "h32", status="interrupted")
     shutil.copy(trained["other"] / "model.pt", run / "model.pt")
     # Same settings as the run, so the sweep finds it unfinished and resumes it.
-    return {"args": ["sweep.py", "hidden", "32", "--seeds", "1", *TINY, "--data-dir", trained["data"],
+    return {"args": ["sweep.py", "hidden", "32", "--seeds", "1", *TINY_SWEEP, "--data-dir", trained["data"],
                      "--out", out],
             "code": 1, "unchanged": run, "stream": "stdout",
             "expect": ["failed (exit 2)", "model.pt: does not match the run's config.json"]}
@@ -433,7 +433,7 @@ def test_sweep_killed_midway_finishes_only_what_is_missing(trained, tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) after the first run of a
     three-run sweep; the same command then reuses what finished and trains only the rest."""
     argv = [ROOT / "sweep.py", "lr", "0.05", "0.1", "0.2", "--optimizer", "sgd", "--seeds", "1",
-            *TINY, "--data-dir", trained["data"], "--out", tmp_path]
+            *TINY_SWEEP, "--data-dir", trained["data"], "--out", tmp_path]
     proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, text=True,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     finished = lambda: [d for d in runs.find_runs(tmp_path) if (d / "summary.json").exists()
@@ -509,7 +509,7 @@ def test_train_writes_config_summary_and_checkpoint_atomically(trained, tmp_path
                                             "--out", str(tmp_path), "--epochs", "1"])
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        train.train(train.config_from_args(args))
+        train.train(train.make_config(args))
     finally:  # train installs its own handlers; give pytest its Ctrl-C back
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
