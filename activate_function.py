@@ -1,6 +1,11 @@
-"""Sweep every activation in the registry over train.py's default configuration; see sweep.py."""
-import sweep
-from registry import ACTIVATIONS
+"""Sweep every activation in the registry, each at the learning rate the validation set picks; see sweep.py."""
+import errors
 
 if __name__ == "__main__":
-    sweep.cli("activation", list(ACTIVATIONS), __doc__.split("\n")[0])
+    errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
+
+import sweep  # noqa: E402
+from registry import ACTIVATIONS  # noqa: E402
+
+if __name__ == "__main__":
+    sweep.cli("activation", list(ACTIVATIONS), __doc__.split("\n")[0], tune=sweep.TUNE)

@@ -1,6 +1,11 @@
-"""Sweep every loss in the registry over train.py's default configuration; see sweep.py."""
-import sweep
-from registry import LOSSES
+"""Sweep every loss in the registry, each at the learning rate the validation set picks; see sweep.py."""
+import errors
 
 if __name__ == "__main__":
-    sweep.cli("loss", list(LOSSES), __doc__.split("\n")[0])
+    errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
+
+import sweep  # noqa: E402
+from registry import LOSSES  # noqa: E402
+
+if __name__ == "__main__":
+    sweep.cli("loss", list(LOSSES), __doc__.split("\n")[0], tune=sweep.TUNE)

@@ -1,8 +1,13 @@
-"""Sweep plots from run folders only: loss, accuracy, time and (for a grid) a heatmap.
+"""Sweep figures, from run folders and the timing pass only: loss, error, time, and a grid's heatmap.
 
-Each value of the swept setting is one colour: a line for the mean over seeds and a shaded band
-from the lowest to the highest seed. Diverged runs are drawn up to where they diverged and marked.
+Each value is one colour (dashed past ten values): a line for the mean over seeds and a band from the
+lowest to the highest seed. Accuracy is shown as error (100 - accuracy, %) on a log axis, the MNIST
+convention, so that 1.5% against 2.0% is visible. The axis is fitted to the values that work: a value
+with no completed seed, or one whose final test error is more than OFF_SCALE points above the best
+value's (a collapse to chance, say), is drawn clipped, and marked and named where it leaves the axis.
+Diverged runs are drawn up to where they diverged and marked with an X.
 """
+import statistics
 import warnings
 
 import matplotlib
@@ -12,13 +17,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.transforms as mtransforms  # noqa: E402
 import numpy as np  # noqa: E402
 
+import tables  # noqa: E402
+
 BAND = "line: mean over seeds, band: min–max over seeds"
+OFF_SCALE = 20        # points of test error above the best value's final error that leave the axis
+ERROR_FLOOR = 0.01    # % error: an epoch without mistakes is drawn here, on the log axis
+MANTISSAS = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)
 
 
-def colours(n):
-    """n distinguishable colours: tab10 up to 10 lines, tab20 beyond."""
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]
+def styles(n):
+    """n (colour, line style) pairs told apart: tab10's colours, then again dashed."""
+    cmap = plt.get_cmap("tab10")
+    return [(cmap(i % 10), "-" if i < 10 else "--") for i in range(n)]
 
 
 def _stack(series):
@@ -30,28 +40,26 @@ def _stack(series):
     return out
 
 
-def _legend_entry(ax, result, colour):
-    """One legend entry per value, even for a value with nothing to draw (diverged in epoch 1)."""
-    ax.plot([], [], color=colour, marker="o", markersize=3, label=_label(result))
-
-
-def _band(ax, x, series, colour, **style):
-    """Draw the mean line and the min–max band of per-seed series along x."""
-    data = _stack(series)
-    if data.shape[1] == 0 or np.isnan(data).all():
-        return
-    mean, low, high = _nan(np.nanmean, data), _nan(np.nanmin, data), _nan(np.nanmax, data)
-    x = np.asarray(x)[:len(mean)]
-    ax.plot(x, mean, color=colour, **style)
-    if data.shape[0] > 1:
-        ax.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
-
-
 def _nan(reduce, data):
     """reduce over seeds, ignoring NaN; a column that is all NaN (every seed stopped) stays NaN."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return reduce(data, 0)
+
+
+def _band(ax, x, series, style, band=True):
+    """Draw the mean line and the min–max band of per-seed series along x; returns the mean."""
+    data = _stack(series)
+    if data.shape[1] == 0 or np.isnan(data).all():
+        return np.array([])
+    mean = _nan(np.nanmean, data)
+    x = np.asarray(x)[:len(mean)]
+    colour, linestyle = style
+    ax.plot(x, mean, color=colour, linestyle=linestyle, marker="o", markersize=3,
+            markevery=max(1, len(x) // 12))  # a marker on every one of 200 epochs is a smear
+    if band and data.shape[0] > 1:
+        ax.fill_between(x, _nan(np.nanmin, data), _nan(np.nanmax, data), color=colour, alpha=0.15, linewidth=0)
+    return mean
 
 
 def _runs(result):
@@ -62,19 +70,74 @@ def _metric(result, key):
     return [[m[key] for m in r["metrics"]] for r in _runs(result)]
 
 
+def _errors(result, key):
+    """Per-seed error (%) series of an accuracy key, floored for the log axis."""
+    return [[max(100 * (1 - a), ERROR_FLOOR) for a in s] for s in _metric(result, key)]
+
+
 def _diverged(result):
     """Epochs at which this value's seeds diverged."""
-    return sorted({r["summary"]["diverged_epoch"] for r in _runs(result)
-                   if r["summary"].get("status") == "diverged"})
+    return sorted({r["summary"]["diverged_epoch"] for r in _runs(result) if r["summary"].get("status") == "diverged"})
 
 
-def _label(result):
+def _label(result, show_lr):
     epochs = _diverged(result)
-    return result["label"] + (f" (diverged at epoch {', '.join(map(str, epochs))})" if epochs else "")
+    return (result["label"] + (f" (lr {result['lr']:g})" if show_lr else "")
+            + (f", diverged at epoch {', '.join(map(str, epochs))}" if epochs else ""))
+
+
+def _final_error(result):
+    finals = tables.final_test_accs(result)
+    return 100 * (1 - statistics.mean(finals)) if finals else None
+
+
+def off_scale(results):
+    """Labels of the values left off the error axes: no completed seed, or a final test error more
+    than OFF_SCALE points above the best value's."""
+    finals = {r["label"]: _final_error(r) for r in results}
+    known = [e for e in finals.values() if e is not None]
+    best = min(known, default=0.0)
+    return {label for label, e in finals.items() if e is None or e > best + OFF_SCALE}
+
+
+def _limits(curves, margin=1.15):
+    """Log-axis limits around the finite values of some curves."""
+    values = np.concatenate([np.ravel(c) for c in curves if len(c)] or [np.array([1.0])])
+    values = values[np.isfinite(values) & (values > 0)]
+    return (values.min() / margin, values.max() * margin) if values.size else (0.1, 100)
+
+
+def _log_axis(ax, low, high, axis="y"):
+    """A log axis from low to high with plain-number ticks (1.5, 2, 3 ...), enough to read values."""
+    ticks = []
+    for mantissas in (MANTISSAS, [1 + k / 10 for k in range(90)]):  # finer where the range is narrow
+        ticks = [round(m * 10.0 ** e, 6) for e in range(-3, 3) for m in mantissas if low <= m * 10.0 ** e <= high]
+        if len(ticks) >= 3:
+            break
+    ticks = ticks[::max(1, -(-len(ticks) // 8))]
+    getattr(ax, f"set_{axis}scale")("log")
+    getattr(ax, f"set_{axis}lim")(low, high)
+    getattr(ax, f"set_{axis}ticks")(ticks, [f"{t:g}" for t in ticks])
+    getattr(ax, f"{axis}axis").set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _mark_leaving(ax, x, mean, high, text, style):
+    """Mark where an off-scale curve leaves the top of the axis (or its first point), and name it."""
+    if not len(mean):
+        return
+    above = np.flatnonzero(~(mean <= high))
+    i = above[0] if len(above) else len(mean) - 1
+    ax.plot([x[i]], [high], marker="^", markersize=8, color=style[0], clip_on=False)
+    ax.annotate(text, (x[i], high), xytext=(4, -10), textcoords="offset points", fontsize=7, color=style[0])
+
+
+def _off_text(result):
+    error = _final_error(result)
+    return f"{result['label']}: {error:.1f}% error" if error is not None else f"{result['label']}: no completed seed"
 
 
 def _mark_diverged(axes, result, colour):
-    """An x at the top of each panel above the epoch where a seed diverged."""
+    """An X at the top of each panel above the epoch where a seed diverged."""
     for ax in axes:
         top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
         for epoch in _diverged(result):
@@ -82,8 +145,56 @@ def _mark_diverged(axes, result, colour):
             ax.axvline(epoch, color=colour, linestyle=":", linewidth=1)
 
 
+def _legend(fig, results, all_styles, show_lr, title, path):
+    """The shared legend below the panels, the title above; save and close."""
+    handles = [plt.Line2D([], [], color=c, linestyle=ls, marker="o", markersize=3) for c, ls in all_styles]
+    labels = [_label(r, show_lr) for r in results]
+    n = len(results)
+    ncol = n if n <= 6 else min(6, -(-n // 2))
+    ncol = min(ncol, 3) if any(len(label) > 28 for label in labels) else ncol
+    fig.suptitle(title, fontsize=10, wrap=True)
+    fig.legend(handles, labels, loc="lower center", ncol=max(ncol, 1), fontsize=9, title=BAND,
+               title_fontsize=8, frameon=False)
+    rows = -(-n // max(ncol, 1))
+    fig.tight_layout(rect=(0, 0.05 + 0.045 * rows, 1, 0.93))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _show_lr(results):
+    """Name each value's learning rate where it differs between values and is not the value itself."""
+    return len({r["lr"] for r in results}) > 1 and any(set(r["point"].settings) != {"lr"} for r in results)
+
+
+def plot_loss(results, path, title):
+    """Training loss (every --log-every steps, faint, and per epoch) next to test loss per epoch."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
+    all_styles, all_losses = styles(len(results)), []
+    for result, style in zip(results, all_styles):
+        for xs, ys in _step_curves(result):
+            left.plot(xs, ys, color=style[0], alpha=0.2, linewidth=0.6)
+        train_loss, test_loss = _metric(result, "train_loss"), _metric(result, "test_loss")
+        epochs = np.arange(1, max(map(len, train_loss), default=0) + 1)
+        _band(left, epochs, train_loss, style)
+        _band(right, epochs, test_loss, style)
+        all_losses += train_loss + test_loss
+        _mark_diverged((left, right), result, style[0])
+    positive = np.array([v for s in all_losses for v in s if v is not None and np.isfinite(v) and v > 0])
+    for ax in (left, right):
+        if positive.size and positive.max() / positive.min() > 30:
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    left.set_ylabel("training loss (per sample)")
+    left.set_title("training loss: per epoch (line) and every --log-every steps (faint)", fontsize=9)
+    right.set_ylabel("test loss (per sample)")
+    right.set_title("test loss after each epoch", fontsize=9)
+    return _legend(fig, results, all_styles, _show_lr(results), title, path)
+
+
 def _step_curves(result):
-    """Per-seed per-step training loss, at fractional epochs (epoch e spans e-1 to e)."""
+    """Per-seed training loss every --log-every steps, at fractional epochs (epoch e spans e-1 to e)."""
     curves = []
     for r in _runs(result):
         by_epoch = {}
@@ -95,141 +206,139 @@ def _step_curves(result):
     return curves
 
 
-def _set_loss_scale(ax, series):
-    """Log scale when the positive losses span more than a decade and a half."""
-    values = np.array([v for s in series for v in s if v is not None and np.isfinite(v) and v > 0])
-    if values.size and values.max() / values.min() > 30:
-        ax.set_yscale("log")
+def _error_panel(ax, results, all_styles, key, xs_of, off):
+    """Error (%) curves of an accuracy key against xs_of(result) on a fitted log axis."""
+    drawn = {}
+    for result, style in zip(results, all_styles):
+        series = _errors(result, key)
+        x = xs_of(result, series)
+        # An off-scale value's band would reach from its good seeds to its collapsed ones across the axis.
+        drawn[result["label"]] = (x, _band(ax, x, series, style, band=result["label"] not in off), style)
+    low, high = _limits([mean for label, (_, mean, _) in drawn.items() if label not in off])
+    _log_axis(ax, low, high)
+    for result in results:
+        if result["label"] in off:
+            x, mean, style = drawn[result["label"]]
+            _mark_leaving(ax, x, mean, high, _off_text(result), style)
+    ax.grid(alpha=0.3, which="both")
+    return low, high
 
 
-def _finish(fig, axes, title, path, n_lines):
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.suptitle(title, fontsize=10)
-    ncol = n_lines if n_lines <= 8 else min(8, -(-n_lines // 2))  # rows of similar length
-    ncol = min(ncol, 4) if any(len(label) > 22 for label in labels) else ncol
-    fig.legend(handles, labels, loc="lower center", ncol=max(ncol, 1), fontsize=9,
-               title=BAND, title_fontsize=8, frameon=False)
-    rows = -(-n_lines // max(ncol, 1))
-    fig.tight_layout(rect=(0, 0.06 + 0.045 * rows, 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _epochs(result, series):
+    return np.arange(1, max(map(len, series), default=0) + 1)
 
 
-def plot_loss(results, path, title):
-    """Training loss (per step, faint, and per epoch) next to test loss per epoch."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
-    all_losses = []
-    for result, colour in zip(results, colours(len(results))):
-        for xs, ys in _step_curves(result):
-            left.plot(xs, ys, color=colour, alpha=0.25, linewidth=0.7)
-            all_losses.append(ys)
-        train_loss, test_loss = _metric(result, "train_loss"), _metric(result, "test_loss")
-        epochs = np.arange(1, max(map(len, train_loss), default=0) + 1)
-        _legend_entry(left, result, colour)
-        _band(left, epochs, train_loss, colour, marker="o", markersize=3)
-        _band(right, epochs, test_loss, colour, marker="o", markersize=3)
-        all_losses += test_loss
-        _mark_diverged((left, right), result, colour)
-    for ax in (left, right):
-        _set_loss_scale(ax, all_losses)
+def _seconds(result, series):
+    elapsed = _metric(result, "elapsed_seconds")
+    return _nan(np.nanmean, _stack(elapsed)) if any(elapsed) else np.array([])
+
+
+def plot_acc(results, marks, path, title):
+    """Training and test error per epoch, and the values ranked by final test error."""
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(17, 5.6), gridspec_kw={"width_ratios": [1, 1, 0.9]})
+    all_styles, off = styles(len(results)), off_scale(results)
+    _error_panel(left, results, all_styles, "train_acc", _epochs, off)
+    _error_panel(middle, results, all_styles, "test_acc", _epochs, off)
+    for result, style in zip(results, all_styles):
+        _mark_diverged((left, middle), result, style[0])
+    left.set_title("training error during each epoch (%, log)", fontsize=9)
+    middle.set_title("test error after each epoch (%, log)", fontsize=9)
+    for ax in (left, middle):
         ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    left.set_ylabel("training loss (per sample)")
-    left.set_title("training loss: per epoch (dots) and every --log-every steps (faint)", fontsize=9)
-    right.set_ylabel("test loss (per sample)")
-    right.set_title("test loss after each epoch", fontsize=9)
-    return _finish(fig, (left, right), title, path, len(results))
+    left.set_ylabel("error (%) = 100 - accuracy")
+    _ranking(right, results, all_styles, marks, off)
+    return _legend(fig, results, all_styles, _show_lr(results), title, path)
 
 
-def plot_acc(results, path, title):
-    """Training and test accuracy per epoch, side by side on one scale."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2), sharey=True)
-    for result, colour in zip(results, colours(len(results))):
-        _legend_entry(left, result, colour)
-        for ax, key in ((left, "train_acc"), (right, "test_acc")):
-            series = [[100 * v for v in s] for s in _metric(result, key)]
-            epochs = np.arange(1, max(map(len, series), default=0) + 1)
-            _band(ax, epochs, series, colour, marker="o", markersize=3)
-        _mark_diverged((left, right), result, colour)
-    left.set_title("training accuracy (during each epoch)", fontsize=9)
-    right.set_title("test accuracy after each epoch", fontsize=9)
-    for ax in (left, right):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    left.set_ylabel("accuracy (%)")
-    right.tick_params(labelleft=True)
-    return _finish(fig, (left, right), title, path, len(results))
+def _ranking(ax, results, all_styles, marks, off):
+    """Each value's final test error: seeds as dots, the mean as a large marker, best at the top.
+    Filled: the best value and those within noise of it (Welch's t-test over seeds); hollow: lower."""
+    order = sorted(results, key=lambda r: (r["label"] in off, _final_error(r) if _final_error(r) is not None else 1e9))
+    seeds = {r["label"]: [100 * (1 - a) for a in tables.final_test_accs(r)] for r in results}
+    low, high = _limits([seeds[r["label"]] for r in results if r["label"] not in off], margin=1.08)
+    style_of = {r["label"]: s for r, s in zip(results, all_styles)}
+    for rank, r in enumerate(order):
+        colour = style_of[r["label"]][0]
+        if r["label"] in off:
+            error = _final_error(r)
+            ax.annotate(f"{error:.1f}% ▸" if error is not None else "none completed ▸", (1, rank), fontsize=8,
+                        xycoords=("axes fraction", "data"), ha="right", va="center", color=colour)
+            continue
+        values = seeds[r["label"]]
+        ax.plot(values, [rank] * len(values), "o", color=colour, markersize=3, alpha=0.6)
+        filled = marks.get(r["label"], "best").split()[0] in ("best", "within")
+        ax.plot([statistics.mean(values)], [rank], "D", markersize=8, color=colour,
+                markerfacecolor=colour if filled else "white", markeredgewidth=1.5)
+    ax.set_yticks(range(len(order)), [r["label"] for r in order], fontsize=8)
+    ax.set_ylim(len(order) - 0.5, -0.5)
+    _log_axis(ax, low, high, axis="x")
+    ax.grid(alpha=0.3, which="both", axis="x")
+    ax.set_xlabel("final test error (%, log)")
+    ax.set_title("ranking: seeds (dots) and mean (diamond); filled = best or\nwithin noise of it (Welch p ≥ 0.05), "
+                 "hollow = lower", fontsize=9)
 
 
-def plot_time(results, path, title):
-    """Seconds per epoch for each value, and test accuracy against cumulative training seconds."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
-    cols = colours(len(results))
-    for i, (result, colour) in enumerate(zip(results, cols)):
-        _legend_entry(right, result, colour)
-        per_run = [np.mean(s) for s in _metric(result, "epoch_seconds") if s]
-        if per_run:
-            left.bar(i, np.mean(per_run), color=colour,
-                     yerr=(np.std(per_run, ddof=1) if len(per_run) > 1 else None), capsize=3)
-        else:
-            epochs = _diverged(result)
-            note = f"diverged at\nepoch {epochs[0]}" if epochs else "no finished\nepoch"
-            left.text(i, 0, note, ha="center", va="bottom", fontsize=8, color=colour)
-        elapsed, acc = _metric(result, "elapsed_seconds"), _metric(result, "test_acc")
-        if any(elapsed):
-            x = _nan(np.nanmean, _stack(elapsed))
-            _band(right, x, [[100 * v for v in s] for s in acc], colour, marker="o", markersize=3)
+def plot_time(results, timing, path, title):
+    """Seconds per epoch of each value (the timing pass), and test error against training seconds."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
+    all_styles, off = styles(len(results)), off_scale(results)
+    for i, (result, style) in enumerate(zip(results, all_styles)):
+        seconds, source = tables.seconds_per_epoch(result, timing)
+        if seconds is None:
+            left.text(i, 0, "no finished\nepoch", ha="center", va="bottom", fontsize=8, color=style[0])
+            continue
+        timed = timing.get("values", {}).get(result["label"]) if source == "timing pass" else None
+        spread = [[seconds - timed["low"]], [timed["high"] - seconds]] if timed else None
+        left.bar(i, seconds, color=style[0], yerr=spread, capsize=3, hatch=None if timed else "//",
+                 edgecolor="white")
     left.set_xlim(-0.6, len(results) - 0.4)
     left.set_xticks(range(len(results)), [r["label"] for r in results], rotation=30, ha="right", fontsize=8)
-    left.set_ylabel("seconds per epoch")
-    left.set_title("training seconds per epoch (no evaluation); error bar: ± std over seeds", fontsize=9)
-    right.set_xlabel("cumulative training seconds (mean over seeds)")
-    right.set_ylabel("test accuracy (%)")
+    left.set_ylabel("training seconds per epoch")
+    rounds = timing.get("rounds")
+    left.set_title(f"timing pass: median of {rounds} rounds, values in turn, {timing['threads']} thread(s);\n"
+                   f"error bar: min–max over rounds; hatched: median epoch of the run logs" if rounds else
+                   "median epoch of the run logs", fontsize=9)
+    left.grid(alpha=0.3, axis="y")
+    _error_panel(right, results, all_styles, "test_acc", _seconds, off)
+    right.set_xlabel("cumulative training seconds (mean over seeds; from the run logs)")
+    right.set_ylabel("test error (%, log)")
     right.set_title("time to accuracy", fontsize=9)
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-    return _finish(fig, (right, left), title, path, len(results))
+    return _legend(fig, results, all_styles, _show_lr(results), title, path)
 
 
-def sweep_plots(results, prefix, title):
+def sweep_plots(results, timing, prefix, title):
     """Write <prefix>_loss.png, <prefix>_acc.png and <prefix>_time.png; returns their paths."""
-    prefix = str(prefix)
-    return [plot_loss(results, f"{prefix}_loss.png", title), plot_acc(results, f"{prefix}_acc.png", title),
-            plot_time(results, f"{prefix}_time.png", title)]
+    prefix, marks = str(prefix), tables.noise_marks(results)
+    return [plot_loss(results, f"{prefix}_loss.png", title), plot_acc(results, marks, f"{prefix}_acc.png", title),
+            plot_time(results, timing, f"{prefix}_time.png", title)]
 
 
-def short_status(result):
-    """'2 diverged', '1 missing', ...: the seeds that did not complete, counted by status."""
-    statuses = [r["summary"].get("status") if r else "missing" for r in result["runs"]]
-    return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses) if s != "completed")
-
-
-def heatmap(results, axes, path, title):
-    """Final test accuracy (mean over completed seeds) of a two-flag grid, each cell annotated;
+def heatmap(results, path, title, names):
+    """Final test accuracy (mean over completed seeds) of a two-setting grid, each cell annotated;
     a cell with no completed seed is grey and says why."""
-    (name_a, values_a), (name_b, values_b) = axes
-    cells = {r["point"]["key"]: r for r in results}
-    grid = np.full((len(values_a), len(values_b)), np.nan)
-    for i, a in enumerate(values_a):
-        for j, b in enumerate(values_b):
-            done = [r for r in _runs(cells[(a, b)]) if r["summary"].get("status") == "completed"]
-            if done:
-                grid[i, j] = 100 * np.mean([r["summary"]["final_test_acc"] for r in done])
+    rows = list(dict.fromkeys(r["point"].coords[0] for r in results))
+    cols = list(dict.fromkeys(r["point"].coords[1] for r in results))
+    cells = {r["point"].coords: r for r in results}
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for (a, b), r in cells.items():
+        finals = tables.final_test_accs(r)
+        if finals:
+            grid[rows.index(a), cols.index(b)] = 100 * np.mean(finals)
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     low = np.nanmin(grid) if np.isfinite(grid).any() else 0
-    fig, ax = plt.subplots(figsize=(1.7 * len(values_b) + 3, 0.9 * len(values_a) + 2.5))
+    fig, ax = plt.subplots(figsize=(1.7 * len(cols) + 3, 0.9 * len(rows) + 2.5))
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=100)
-    for i, a in enumerate(values_a):
-        for j, b in enumerate(values_b):
-            value, note = grid[i, j], short_status(cells[(a, b)])
-            text = (f"{value:.1f}" if np.isfinite(value) else "") + (f"\n({note})" if note else "")
-            dark = np.isfinite(value) and image.norm(value) < 0.6
-            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
-    ax.set_xticks(range(len(values_b)), values_b)
-    ax.set_yticks(range(len(values_a)), values_a)
-    ax.set_xlabel(name_b)
-    ax.set_ylabel(name_a)
+    for (a, b), r in cells.items():
+        i, j = rows.index(a), cols.index(b)
+        value, note = grid[i, j], tables.short_status(r)
+        text = (f"{value:.2f}" if np.isfinite(value) else "") + (f"\n(lr {r['lr']:g})" if _show_lr(results) else "") \
+            + (f"\n({note})" if note else "")
+        dark = np.isfinite(value) and image.norm(value) < 0.6
+        ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(names[1])
+    ax.set_ylabel(names[0])
     fig.colorbar(image, label="final test accuracy (%), mean over completed seeds")
     ax.set_title(title, fontsize=8, wrap=True)
     fig.tight_layout()

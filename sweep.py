@@ -1,19 +1,28 @@
-"""Vary one training setting (or a grid of two) over several values and seeds; plot and table it.
+"""Vary training settings over several values and seeds: train what is missing, then table and plot.
 
-    python sweep.py lr 0.003 0.01 0.03 0.1 0.3              # any train.py flag, same outputs
+    python sweep.py lr 0.003 0.01 0.03 0.1 0.3              # any train.py setting, same outputs
     python sweep.py hidden 128 256,128 --seeds 2 --epochs 5
     python sweep.py --grid activation=relu,sigmoid,tanh loss=ce,mse,bce --hidden 128 --sweep-name act_loss_h128
+    python sweep.py --variants "full=" "no dropout=--dropout 0" @recipes/mnist.args --sweep-name ablation
     python sweep.py lr 0.01 0.1 --print-commands            # one train.py line per missing run
     python sweep.py lr 0.01 0.1 --plot-only                 # replot from the run folders alone
 
-Every (value, seed) is one `python train.py ... --quiet` subprocess writing its own folder under
-<out>/runs/. A finished run with the same settings (same run_key) is reused, an unfinished one
-resumed. Plots and tables go to <out>/<sweep>/; <out>/runs.csv indexes every run.
+A sweep is a list of values, each a label and the settings it changes (one flag, a grid cell, a named
+variant, or a coupled pair such as a batch size with its scaled learning rate), repeated over seeds and,
+with --tune-lr, over learning rates of which the validation set picks one per value. Every run is one
+`python train.py ... --once --quiet` subprocess: a finished run with the same settings is reused, an
+unfinished one resumed, one being trained by another process waited for. Runs go in the order
+seed by seed (every value's first seed, then every value's second), so a slow spell of the host does not
+land on one value. Tables and plots go to <out>/<sweep>/, an index of all runs to <out>/runs.csv.
 """
-import argparse
+import errors
+
+if __name__ == "__main__":
+    errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
+
 import concurrent.futures
-import csv
-import io
+import json
+import math
 import os
 import shlex
 import statistics
@@ -22,215 +31,217 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
+
+import torch
 
 import plots
 import runs
+import tables
 import train
 from errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent
-FINISHED = ("completed", "diverged")
-# Flags a sweep sets itself, or that name a single run, so they cannot be varied or passed through.
-NOT_SWEPT = ("seed", "name", "resume", "quiet", "out", "device", "threads", "help")
-NOT_PASSED = ("seed", "name", "resume", "quiet", "threads")
+SWEPT_SCOPES = (train.RUN, train.SEED, train.SYSTEM)  # the train.py settings a sweep accepts
+LR_SCALINGS = {"none": lambda ratio: None, "linear": lambda ratio: ratio, "sqrt": math.sqrt}
+TIMING_ROUNDS, TIMING_FRACTION = 5, 0.25
+# The four sweep scripts try each value at these multiples of its learning rate and keep, per value, the
+# one with the best validation accuracy: a comparison at one shared learning rate measures that rate.
+TUNE = "0.3,1,3"
 
 
-def _raise_user_error(message):
-    raise UserError(message)
-
-
-def _train_parser():
-    parser = train.build_parser()
-    parser.error = _raise_user_error  # argparse would print usage; one clear error line is enough
-    return parser
-
-
-TRAIN_PARSER = _train_parser()
-TRAIN_ACTIONS = {a.dest: a for a in TRAIN_PARSER._actions if a.option_strings and a.dest != "help"}
+class Point(NamedTuple):
+    label: str         # how the value is shown in tables and legends
+    settings: dict     # the train.py settings it changes, by name
+    coords: tuple = ()  # its (row, column) labels in a grid
 
 
 # ---------------------------------------------------------------------------- command line
 
-def build_parser(description=__doc__.split("\n")[0], setting=None, defaults=None):
-    """train.py's parser (the base config) plus the sweep options. With `setting` the values come
-    from --values (default `defaults`); without it, from positional arguments or --grid."""
-    p = train.build_parser(description)
-    p.error = _raise_user_error
+def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, lr_scaling="none",
+                 tune="1"):
+    """train.py's settings (the base configuration) plus the sweep's own options. With `setting` the
+    values come from --values (default `values`); without it, from the command line."""
+    p = train.build_parser(SWEPT_SCOPES, description)
     p.epilog = ("Base configuration: train.py's settings as listed above (their defaults unless given); "
-                "every run differs from it only in the swept setting and --seed. Outputs go to "
-                "<out>/<sweep>/, run folders to <out>/runs/, an index of all runs to <out>/runs.csv.")
+                "every run differs from it only in the swept settings, the learning rate where tuned, and "
+                "--seed. Outputs go to <out>/<sweep>/, run folders to <out>/runs/, an index to <out>/runs.csv.")
     g = p.add_argument_group("sweep")
     if setting:
-        g.add_argument("--values", default=",".join(map(str, defaults)),
-                       help=f"comma-separated values of --{setting.replace('_', '-')} "
-                            f"(hidden layers: 256x128)")
+        g.add_argument("--values", default=",".join(map(str, values)),
+                       help=f"comma-separated values of --{setting.replace('_', '-')}")
     else:
-        g.add_argument("setting", nargs="?", help="train.py flag to vary, e.g. lr or batch-size")
+        g.add_argument("setting", nargs="?", help="train.py setting to vary, e.g. lr or batch-size")
         g.add_argument("values", nargs="*", help="its values, e.g. 0.01 0.1 (hidden layers: 256,128)")
-        g.add_argument("--grid", nargs=2, metavar="FLAG=V1,V2",
-                       help="vary two flags together, e.g. activation=relu,tanh loss=ce,mse")
-    g.add_argument("--seeds", type=int, default=3, help="seeds per value: --seed, --seed+1, ...")
-    g.add_argument("--jobs", type=int, default=1,
+        g.add_argument("--grid", nargs=2, metavar="SETTING=V1,V2",
+                       help="vary two settings together, e.g. activation=relu,tanh loss=ce,mse")
+        g.add_argument("--variants", nargs="+", metavar="'LABEL=FLAGS'",
+                       help="named values that each set any train.py flags, e.g. 'no dropout=--dropout 0'")
+    if setting in (None, "batch_size"):
+        g.add_argument("--lr-scaling", default=lr_scaling, choices=list(LR_SCALINGS),
+                       help="where the batch size varies, scale the learning rate with it, relative to "
+                            "the base batch size: linearly, by the square root, or not at all")
+    g.add_argument("--tune-lr", default=tune, metavar="FACTORS",
+                   help="learning-rate factors tried for each value, e.g. 0.3,1,3; per value the factor "
+                        "with the best mean validation accuracy over seeds is kept (1: no tuning)")
+    g.add_argument("--seeds", type=train.POSITIVE_INT, default=3, help="seeds per value: --seed, --seed+1, ...")
+    g.add_argument("--jobs", type=train.POSITIVE_INT, default=1,
                    help="runs trained at once, each with --threads cores/jobs")
     g.add_argument("--force", action="store_true", help="retrain even finished runs")
-    g.add_argument("--plot-only", action="store_true", help="train nothing; plot the runs there are")
+    g.add_argument("--plot-only", action="store_true",
+                   help="train and time nothing; table and plot the saved runs and timings")
+    g.add_argument("--retime", action="store_true",
+                   help="train nothing; measure the seconds per epoch of every value again, then plot")
     g.add_argument("--print-commands", action="store_true",
                    help="print one train.py command per missing or unfinished run, and train nothing")
-    g.add_argument("--target", type=float, default=0.97,
+    g.add_argument("--target", type=train.FRACTION, default=0.97,
                    help="test accuracy (fraction) for the time-to-accuracy columns")
     g.add_argument("--sweep-name", default=None,
-                   help="output folder <out>/<sweep-name>/ and file prefix (default: the flag name)")
+                   help="output folder <out>/<sweep-name>/ and file prefix (default: the settings' names)")
     return p
 
 
-def find_action(name):
-    """The train.py argparse action for a flag named lr, --lr, batch_size or batch-size."""
-    dest = name.lstrip("-").replace("-", "_")
-    action = TRAIN_ACTIONS.get(dest)
-    if action is None or dest in NOT_SWEPT or action.nargs == 0:
-        choices = ", ".join(d for d, a in TRAIN_ACTIONS.items() if d not in NOT_SWEPT and a.nargs != 0)
-        raise UserError(f"cannot sweep {name!r}; choose a train.py setting: {choices} "
-                        f"(seeds: use --seeds)")
-    return action
-
-
-def parse_value(action, text):
-    """Check one value with train.py's own type and choices; returns the parsed value."""
-    option = action.option_strings[-1]
-    try:
-        return getattr(TRAIN_PARSER.parse_args([option, text]), action.dest)
-    except UserError as e:
-        raise UserError(f"{option} {text}: {e}") from None
-
-
-def make_points(axes):
-    """Cross the (flag, [value texts]) axes into points: {"label", "set": {dest: value}, "argv"}."""
-    points = [{"label": "", "set": {}, "argv": [], "key": ()}]
-    for name, texts in axes:
-        action = find_action(name)
-        if not texts:
-            raise UserError(f"no values given for {name}; e.g. python sweep.py lr 0.01 0.1")
-        if len(set(texts)) != len(texts):
-            raise UserError(f"{name}: a value is given twice in {', '.join(texts)}")
-        points = [{"label": (p["label"] + " / " if p["label"] else "") + text,
-                   "set": {**p["set"], action.dest: parse_value(action, text)},
-                   "argv": p["argv"] + [action.option_strings[-1], text],
-                   "key": p["key"] + (text,)}
-                  for p in points for text in texts]
-    return points
-
-
-def _format(value):
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def base_argv(base, skip):
-    """The train.py flags that differ from its defaults, as a command line."""
-    argv = []
-    for dest, action in TRAIN_ACTIONS.items():
-        value = getattr(base, dest)
-        if dest in skip or dest in NOT_PASSED or value == action.default:
-            continue
-        option = action.option_strings[-1]
-        argv += [option] if action.nargs == 0 else [option, _format(value)]
-    return argv
-
-
-def parse_cli(argv, setting=None, defaults=None, description=None):
-    """Parse a sweep command line into (base namespace, sweep options, axes)."""
-    parser = build_parser(description or __doc__.split("\n")[0], setting, defaults)
-    args = parser.parse_args(argv)
-    base = argparse.Namespace(**{dest: getattr(args, dest) for dest in TRAIN_ACTIONS})
-    for dest in ("name", "resume"):
-        if getattr(base, dest):
-            raise UserError(f"--{dest} names a single run; a sweep names its runs itself "
-                            f"(use --sweep-name for the output folder)")
-    if args.seeds < 1 or args.jobs < 1:
-        raise UserError("--seeds and --jobs must be at least 1")
-    if not 0 < args.target <= 1:
-        raise UserError(f"--target {args.target}: a test accuracy as a fraction, e.g. 0.97")
+def parse_cli(argv=None, setting=None, values=None, description=None, lr_scaling="none", tune="1"):
+    """Parse a sweep command line into (sweep options, base settings, points, sweep name)."""
+    args = build_parser(description or __doc__.split("\n")[0], setting, values, lr_scaling, tune).parse_args(argv)
+    base = {s.dest: getattr(args, s.dest) if s.scope in SWEPT_SCOPES else s.default for s in train.SETTINGS}
     if setting:
         axes = [(setting, [v.strip() for v in args.values.split(",") if v.strip()])]
-    elif args.grid:
-        if args.setting:
-            raise UserError("give either a flag with values or --grid, not both")
-        axes = [_grid_axis(text) for text in args.grid]
-    elif args.setting:
-        axes = [(args.setting, args.values)]
     else:
-        raise UserError("say what to vary, e.g. python sweep.py lr 0.01 0.1, or "
-                        "--grid activation=relu,tanh loss=ce,mse")
-    return base, args, axes
+        axes = _axes(args)
+    points = variant_points(args.variants) if not setting and args.variants else cross(axes)
+    if getattr(args, "lr_scaling", "none") != "none":
+        points = scale_lr(points, base, args.lr_scaling)
+    args.factors = _factors(args.tune_lr)
+    if len(args.factors) > 1 and not base["val_split"]:
+        raise UserError("--tune-lr chooses on the validation set: give --val-split N with N > 0")
+    args.column = " / ".join(_dest(n) for n, _ in axes) or "variant"
+    name = args.sweep_name or ("variants" if not axes else "_x_".join(_dest(n) for n, _ in axes))
+    return args, base, points, name
+
+
+def _axes(args):
+    """The (setting, value texts) axes of a generic sweep; none for --variants."""
+    given = [bool(args.setting), bool(args.grid), bool(args.variants)]
+    if sum(given) > 1:
+        raise UserError("give one of: a setting with values, --grid, or --variants (not both)")
+    if args.grid:
+        return [_grid_axis(text) for text in args.grid]
+    if args.setting:
+        return [(args.setting, args.values)]
+    if args.variants:
+        return []
+    raise UserError("say what to vary, e.g. python sweep.py lr 0.01 0.1, or "
+                    "--grid activation=relu,tanh loss=ce,mse, or --variants 'A=--dropout 0' 'B=--dropout 0.5'")
 
 
 def _grid_axis(text):
     name, sep, values = text.partition("=")
     if not sep:
-        raise UserError(f"--grid {text!r}: expected FLAG=V1,V2,... e.g. activation=relu,tanh")
+        raise UserError(f"--grid {text!r}: expected SETTING=V1,V2,... e.g. activation=relu,tanh")
     return name, [v.strip() for v in values.split(",") if v.strip()]
+
+
+def _dest(name):
+    """The setting a sweep may vary, from a name such as lr, --lr, batch_size or batch-size."""
+    dest = name.lstrip("-").replace("-", "_")
+    setting = train.SETTING.get(dest)
+    if setting is None or setting.scope != train.RUN or setting.switch:
+        choices = ", ".join(s.dest for s in train.SETTINGS if s.scope == train.RUN and not s.switch)
+        raise UserError(f"cannot sweep {name!r}; choose a train.py setting: {choices} (seeds: use --seeds)")
+    return dest
+
+
+def cross(axes):
+    """The points of one axis, or the cells of a two-axis grid, row by row."""
+    points = [Point("", {}, ())]
+    for name, texts in axes:
+        dest = _dest(name)
+        if not texts:
+            raise UserError(f"no values given for {name}; e.g. python sweep.py lr 0.01 0.1")
+        if len(set(texts)) != len(texts):
+            raise UserError(f"{name}: a value is given twice in {', '.join(texts)}")
+        points = [Point(" / ".join(filter(None, [p.label, text])), {**p.settings, dest: train.parse_value(dest, text)},
+                        p.coords + (text,)) for p in points for text in texts]
+    return points
+
+
+def variant_points(texts):
+    """Points from 'LABEL=FLAGS' texts: each sets the train.py flags it names, on top of the base."""
+    parser = train.build_parser((train.RUN,), given_only=True)
+    points = []
+    for text in texts:
+        label, sep, flags = text.partition("=")
+        if not sep or not label.strip():
+            raise UserError(f"--variants {text!r}: expected 'LABEL=FLAGS', e.g. 'no dropout=--dropout 0'")
+        points.append(Point(label.strip(), vars(parser.parse_args(shlex.split(flags)))))
+    if len({p.label for p in points}) != len(points):
+        raise UserError("--variants: two variants have the same label")
+    return points
+
+
+def scale_lr(points, base, mode):
+    """Couple the learning rate to the batch size: each point that sets a batch size gets the base
+    learning rate times f(batch size / base batch size), f linear or square root."""
+    base_lr = train.make_config(base)["lr"]
+    return [p._replace(settings={**p.settings, "lr": _round(base_lr * LR_SCALINGS[mode](
+                p.settings["batch_size"] / base["batch_size"]))}) if "batch_size" in p.settings else p
+            for p in points]
+
+
+def _factors(text):
+    try:
+        factors = [float(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        factors = []
+    if not factors or min(factors) <= 0 or len(set(factors)) != len(factors):
+        raise UserError(f"--tune-lr {text!r}: expected distinct positive factors, e.g. 0.3,1,3 (1: no tuning)")
+    return factors
+
+
+def _round(x):
+    """A derived learning rate to 4 significant digits, so that its flag and label read cleanly."""
+    return float(f"{x:.4g}")
 
 
 # ---------------------------------------------------------------------------- planning
 
-def scan_runs(out):
-    """Yield (run folder, config, summary) for each run folder under out in the current format;
-    summary is {"status": "unknown"} where the run has not written one yet."""
-    for run_dir in runs.find_runs(out):
-        try:
-            config = runs.read_config(run_dir)
-        except UserError:
-            continue  # another format or damaged: it can never match a key we compute
-        summary_path = run_dir / "summary.json"
-        yield run_dir, config, runs.read_json(summary_path) if summary_path.exists() else {"status": "unknown"}
-
-
-def index_runs(out):
-    """run_key -> run folders with their status, oldest first (by start time)."""
-    index = {}
-    for run_dir, config, summary in scan_runs(out):
-        index.setdefault(config.get("run_key"), []).append(
-            (config.get("started", ""), run_dir, summary.get("status")))
-    return {key: [(d, s) for _, d, s in sorted(found)] for key, found in index.items()}
-
-
 def plan(points, base, args):
-    """One job per (point, seed): its config, command line and what to do (reuse, resume, train)."""
-    index = index_runs(base.out)
+    """One job per (seed, point, lr factor), seed by seed: its config, train.py flags and what to do
+    (reuse a finished run, resume an unfinished one, or train)."""
+    index = runs.index(base["out"])
     jobs = []
-    for point in points:
-        skip = set(point["set"])
-        for seed in range(base.seed, base.seed + args.seeds):
-            ns = argparse.Namespace(**{**vars(base), **point["set"], "seed": seed})
-            key = runs.run_key(train.config_from_args(ns))
-            found = index.get(key, [])
-            finished = [d for d, status in found if status in FINISHED]
-            job = {"point": point, "seed": seed, "key": key}
-            if finished and not args.force:
-                job.update(action="reuse")
-            elif found and not args.force:  # interrupted, or killed while running
-                job.update(action="resume",
-                           argv=["--resume", str(found[-1][0]), "--quiet"] + _system_argv(base))
-            else:
-                job.update(action="train",
-                           argv=base_argv(base, skip) + point["argv"] + ["--seed", str(seed), "--quiet"])
-            jobs.append(job)
+    for seed in range(base["seed"], base["seed"] + args.seeds):
+        for point in points:
+            for factor in args.factors:
+                argv = train.to_argv(job_settings(base, point, factor, seed))
+                config = train.parse_config(argv)  # exactly what train.py will run, so the keys agree
+                found = index.get(train.run_key(config), [])
+                finished = any(status in runs.FINISHED for _, status in found)
+                action = "train" if args.force or not found else "reuse" if finished else "resume"
+                jobs.append({"point": point, "factor": factor, "seed": seed, "argv": argv, "config": config,
+                             "key": train.run_key(config), "action": action})
     return jobs
 
 
-def _system_argv(base):
-    return [] if base.device == "auto" else ["--device", base.device]
+def job_settings(base, point, factor, seed):
+    """The settings of one run: the base, the point's settings, the seed, the lr times factor."""
+    settings = {**base, **point.settings, "seed": seed}
+    if factor != 1:
+        settings["lr"] = _round(train.make_config(settings)["lr"] * factor)
+    return settings
 
 
-def command(job, threads=None):
+def command(job, threads=None, force=False):
     """The train.py command line of a job, as a list."""
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    script = os.path.relpath(ROOT / "train.py")
-    return [python, script] + job["argv"] + (["--threads", str(threads)] if threads else [])
+    extra = (["--threads", str(threads)] if threads else []) + ([] if force else ["--once"])
+    return [python, os.path.relpath(ROOT / "train.py"), *job["argv"], *extra, "--quiet"]
 
 
 # ---------------------------------------------------------------------------- running
 
-def execute(jobs, n_parallel, threads):
+def execute(jobs, n_parallel, threads, force):
     """Run the jobs' train.py subprocesses, n_parallel at a time, printing progress. Returns the
     number of runs that failed (crashed or exited with an error)."""
     todo = [j for j in jobs if j["action"] != "reuse"]
@@ -242,37 +253,43 @@ def execute(jobs, n_parallel, threads):
         if stop.is_set():
             return
         with lock:
-            left = len(todo) - number + 1
-            eta = (f"about {_duration(statistics.mean(durations) * left / n_parallel)} left"
-                   if durations else "time left known after the first run")
-            print(f"[{number}/{len(todo)}] {job['action']} {job['point']['label']} seed {job['seed']}"
-                  f"  ({eta}, {_duration(time.perf_counter() - started)} so far)", flush=True)
+            print(f"[{number}/{len(todo)}] {job['action']} {describe_job(job)}  "
+                  f"({_eta(durations, len(todo) - number + 1, n_parallel)}, "
+                  f"{_duration(time.perf_counter() - started)} so far)", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(command(job, threads), capture_output=True, text=True)
+        proc = subprocess.run(command(job, threads, force), capture_output=True, text=True)
         with lock:
             durations.append(time.perf_counter() - t0)
-            if proc.returncode not in (0, 130):
+            if proc.returncode not in (0, errors.INTERRUPTED):
                 failed.append(job)
                 tail = "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-                print(f"  run {job['point']['label']} seed {job['seed']} failed (exit "
-                      f"{proc.returncode}):\n    {tail}", flush=True)
-            if proc.returncode == 130:
+                print(f"  run {describe_job(job)} failed (exit {proc.returncode}):\n    {tail}", flush=True)
+            if proc.returncode == errors.INTERRUPTED:
                 stop.set()  # a run was interrupted (Ctrl-C, SIGTERM): start no further runs
 
-    pool = concurrent.futures.ThreadPoolExecutor(n_parallel)
-    try:
-        for future in [pool.submit(work, i, job) for i, job in enumerate(todo, 1)]:
-            future.result()
-    except KeyboardInterrupt:
-        stop.set()
-        raise
-    finally:
-        pool.shutdown(cancel_futures=True)
+    with concurrent.futures.ThreadPoolExecutor(n_parallel) as pool:
+        try:
+            for future in [pool.submit(work, i, job) for i, job in enumerate(todo, 1)]:
+                future.result()
+        except KeyboardInterrupt:
+            stop.set()
+            raise
     if stop.is_set():
         raise KeyboardInterrupt
     if todo:
         print(f"trained {len(todo)} runs in {_duration(time.perf_counter() - started)}")
     return len(failed)
+
+
+def describe_job(job):
+    lr = f" lr {job['config']['lr']:g}" if job["factor"] != 1 or "lr" in job["point"].settings else ""
+    return f"{job['point'].label}{lr} seed {job['seed']}"
+
+
+def _eta(durations, left, n_parallel):
+    if not durations:
+        return "time left known after the first run"
+    return f"about {_duration(statistics.mean(durations) * left / n_parallel)} left"
 
 
 def _duration(seconds):
@@ -282,190 +299,129 @@ def _duration(seconds):
 # ---------------------------------------------------------------------------- results
 
 def collect(jobs, out):
-    """Read back each job's run folder (the newest finished one with its key, else the newest).
-    Returns one result per point: {"label", "point", "runs": [run dict, None if missing], "seeds"}."""
-    index = index_runs(out)
-    results = {}
-    for job in jobs:
+    """Read back each job's run (the newest finished one with its key, else the newest). Returns one
+    candidate per (point, lr factor): {"label", "point", "factor", "lr", "config", "runs", "seeds"},
+    runs holding None where a run is missing."""
+    index = runs.index(out)
+    candidates = {}
+    for job in sorted(jobs, key=lambda j: j["seed"]):
         found = index.get(job["key"], [])
-        finished = [d for d, status in found if status in FINISHED]
+        finished = [d for d, status in found if status in runs.FINISHED]
         run_dir = finished[-1] if finished else found[-1][0] if found else None
-        result = results.setdefault(job["point"]["label"], {"label": job["point"]["label"],
-                                                            "point": job["point"], "runs": [], "seeds": []})
-        result["runs"].append(runs.read_run(run_dir) if run_dir else None)
-        result["seeds"].append(job["seed"])
-    return list(results.values())
+        candidate = candidates.setdefault((job["point"].label, job["factor"]), {
+            "label": job["point"].label, "point": job["point"], "factor": job["factor"],
+            "lr": job["config"]["lr"], "config": job["config"], "runs": [], "seeds": []})
+        candidate["runs"].append(runs.read_run(run_dir) if run_dir else None)
+        candidate["seeds"].append(job["seed"])
+    return list(candidates.values())
 
 
-def _mean_std(values, scale=1.0, digits=2):
-    if not values:
-        return ""
-    mean = statistics.mean(values) * scale
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+def choose(candidates):
+    """Per value, the candidate whose learning rate gave the best mean final validation accuracy over
+    seeds (a seed that did not complete counts as 0). Test accuracy plays no part in the choice."""
+    by_label = {}
+    for c in candidates:
+        c["val_score"] = statistics.mean(
+            r["summary"]["final_val_acc"] or 0.0 if r and r["summary"].get("status") == "completed" else 0.0
+            for r in c["runs"]) if any(c["runs"]) else None
+        by_label.setdefault(c["label"], []).append(c)
+    chosen = []
+    for options in by_label.values():
+        scored = [c for c in options if c["val_score"] is not None] or options
+        best = max(scored, key=lambda c: c["val_score"] or 0.0)
+        chosen.append({**best, "options": options})
+    return chosen
 
 
-def _to_target(run, target):
-    """(epoch, training seconds) when test accuracy first reached target, else None."""
-    for m in run["metrics"]:
-        if m["test_acc"] >= target:
-            return m["epoch"], m["elapsed_seconds"]
-    return None
+# ---------------------------------------------------------------------------- timing
+
+def time_values(results, threads, rounds=TIMING_ROUNDS, fraction=TIMING_FRACTION):
+    """Seconds per training epoch of each value, measured here, in one process: each value's training
+    steps in turn, over `fraction` of an epoch, `rounds` times after a warm-up round, so that the host's
+    load falls on every value alike. Returns {label: {"key", "median", "low", "high"}}."""
+    torch.set_num_threads(threads)
+    data, setups = {}, []
+    for r in results:
+        config = {**r["config"], "device": train.resolve_device(r["config"]["device"]), "quiet": True}
+        source = tuple(config[k] for k in ("dataset", "data_dir", "no_verify", "val_split", "normalize", "crop", "device"))
+        if source not in data:
+            data[source] = train.load_data(config, config["device"])[1]
+        x, y = data[source]["train"]
+        part = min(len(y), max(20 * config["batch_size"], int(fraction * len(y))))
+        setups.append((r, train.build_trainer(config, data[source], config["device"]), x[:part], y[:part],
+                       math.ceil(len(y) / config["batch_size"])))
+    seconds = {r["label"]: [] for r in results}
+    for round_ in range(rounds + 1):
+        for r, trainer, x, y, steps in setups:
+            result, spent = train.timed_epoch(trainer, x, y, 0)
+            if round_:  # round 0 warms up: allocation, library start-up, compilation
+                seconds[r["label"]].append(spent / len(result.losses) * steps)
+    return {r["label"]: {"key": r["config_key"], "median": statistics.median(seconds[r["label"]]),
+                         "low": min(seconds[r["label"]]), "high": max(seconds[r["label"]])} for r in results}
 
 
-def status_text(result):
-    """'completed', or which seeds diverged where, which are missing or unfinished."""
-    parts = []
-    for run, seed in zip(result["runs"], result["seeds"]):
-        status = run["summary"].get("status") if run else "missing"
-        if status == "diverged":
-            s = run["summary"]
-            parts.append(f"seed {seed} diverged at epoch {s['diverged_epoch']} (step {s['diverged_step']})")
-        elif status != "completed":
-            parts.append(f"seed {seed} {status}")
-    return "; ".join(parts) or "completed"
-
-
-def table_row(result, target, column="value"):
-    """One summary-table row: mean ± std over the completed seeds of one value."""
-    present = [r for r in result["runs"] if r]
-    done = [r for r in present if r["summary"].get("status") == "completed"]
-    reached = [t for t in (_to_target(r, target) for r in done) if t]
-    epoch_times = [statistics.mean(m["epoch_seconds"] for m in r["metrics"]) for r in present if r["metrics"]]
-    final = [r["summary"]["final_test_acc"] for r in done]
-    best = [r["summary"]["best_test_acc"] for r in done]
-    return {
-        column: result["label"],
-        "completed": f"{len(done)}/{len(result['runs'])}",
-        "final_test_acc_%": _mean_std(final, 100),
-        "best_test_acc_%": _mean_std(best, 100),
-        "final_test_loss": _mean_std([r["summary"]["final_test_loss"] for r in done], 1, 4),
-        f"epochs_to_{100 * target:g}%": (_mean_std([e for e, _ in reached], 1, 1) + f" ({len(reached)}/{len(done)})"
-                                    if reached else "not reached" if done else ""),
-        f"seconds_to_{100 * target:g}%": _mean_std([s for _, s in reached], 1, 1) if reached else "",
-        "seconds_per_epoch": _mean_std(epoch_times, 1, 2) if epoch_times else "",
-        "total_train_seconds": _mean_std([r["summary"]["train_seconds"] for r in present], 1, 1),
-        "status": status_text(result),
-    }
-
-
-def write_tables(rows, prefix, caption):
-    """<prefix>.csv and <prefix>.md from a list of dicts with the same keys."""
-    write_csv(f"{prefix}.csv", rows, list(rows[0]))
-    header = list(rows[0])
-    lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
-    lines += [f"| {' | '.join(str(row[h]).replace('|', '/') for h in header)} |" for row in rows]
-    runs.write_atomic(f"{prefix}.md", lambda tmp: tmp.write_text("\n".join(lines) + f"\n\n{caption}\n"))
-
-
-def grid_rows(results, axes):
-    """The grid as a table: a row per value of the first flag, a column per value of the second,
-    each cell the final test accuracy (%) as mean ± std over seeds, or what went wrong."""
-    cells = {r["point"]["key"]: r for r in results}
-    rows = []
-    for a in axes[0][1]:
-        row = {axes[0][0]: a}
-        for b in axes[1][1]:
-            result = cells[(a, b)]
-            accuracy, note = table_row(result, 1.0)["final_test_acc_%"], plots.short_status(result)
-            row[b] = " ".join(filter(None, [accuracy, f"({note})" if note else ""]))
-        rows.append(row)
-    return rows
-
-
-def write_index(out):
-    """<out>/runs.csv: one row per run folder, its settings and final figures (pandas.read_csv)."""
-    rows = []
-    for run_dir, config, summary in scan_runs(out):
-        settings = {k: _format(v) for k, v in config.items() if not isinstance(v, dict)}
-        rows.append({"run": run_dir.name, "status": summary.get("status"),
-                     **{k: v for k, v in summary.items() if k not in ("status", "resume")}, **settings})
-    if rows:
-        write_csv(Path(out) / "runs.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
-
-
-def write_csv(path, rows, fields):
-    """Write a list of dicts as a CSV file with the given columns, atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    runs.write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue()))
-
-
-def describe_base(base, axes, seeds):
-    """A short text naming the base configuration, for plot titles and table captions."""
-    config = train.config_from_args(base)
-    varied = {find_action(name).dest for name, _ in axes}
-    show = lambda dest, text: f"{dest.replace('_', ' ')} varied" if dest in varied else text
-    hidden = "MLP " + "-".join(map(str, [784] + config["hidden"] + [10]))
-    lr = "default lr" if "optimizer" in varied and base.lr is None else f"lr {config['lr']:g}"
-    return (f"{config['dataset']}, {show('hidden', hidden)}, {show('activation', config['activation'])}, "
-            f"{show('loss', 'loss ' + config['loss'])}, {show('optimizer', config['optimizer'])}, "
-            f"{show('lr', lr)}, {config['schedule']} schedule, "
-            f"{show('batch_size', 'batch ' + str(config['batch_size']))}, "
-            f"{show('epochs', str(config['epochs']) + ' epochs')}, {seeds} seed{'s' * (seeds > 1)}")
+def timings(results, path, args, threads):
+    """The saved timing pass of these values, measured anew where --retime asks or a value's settings
+    have none; {} under --plot-only when there is none."""
+    saved = json.loads(path.read_text()) if path.exists() else {"values": {}}
+    fresh = all(saved["values"].get(r["label"], {}).get("key") == r["config_key"] for r in results)
+    if args.retime or (not fresh and not args.plot_only):
+        print(f"timing pass: each value's training steps in turn, {TIMING_ROUNDS} rounds of "
+              f"{TIMING_FRACTION:g} epoch, {threads} thread(s)", flush=True)
+        saved = {"threads": threads, "rounds": TIMING_ROUNDS, "fraction": TIMING_FRACTION,
+                 "measured": time.strftime("%Y-%m-%d %H:%M"), "values": time_values(results, threads)}
+        runs.write_json(path, saved)
+    return saved
 
 
 # ---------------------------------------------------------------------------- the command
 
-def run_sweep(argv=None, setting=None, defaults=None, description=None):
-    """The sweep command: plan, train what is missing, then write tables, plots and runs.csv."""
-    base, args, axes = parse_cli(argv, setting, defaults, description)
-    name = args.sweep_name or "_x_".join(find_action(n).dest for n, _ in axes)
-    points = make_points(axes)
+def run_sweep(argv=None, setting=None, values=None, description=None, lr_scaling="none", tune="1"):
+    """The sweep command: plan, train what is missing, time, then write tables, plots and runs.csv."""
+    args, base, points, name = parse_cli(argv, setting, values, description, lr_scaling, tune)
     if not args.plot_only:
-        train.check_out(base.out)
+        train.check_out(base["out"])
     jobs = plan(points, base, args)
     if args.print_commands:
         for job in jobs:
-            if job["action"] != "reuse":
-                print(shlex.join(command(job)))
+            if job["action"] != "reuse" or args.force:
+                print(shlex.join(command(job, force=args.force)))
         return 0
+    threads = base["threads"] or max(1, (os.cpu_count() or 1) // args.jobs)
     failed = 0
-    if not args.plot_only:
-        threads = base.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        failed = execute(jobs, args.jobs, threads)
-    report(jobs, base, args, axes, name)
+    if not (args.plot_only or args.retime):
+        failed = execute(jobs, args.jobs, threads, args.force)
+    report(jobs, base, args, points, name, threads)
     return 1 if failed else 0
 
 
-def report(jobs, base, args, axes, name):
+def report(jobs, base, args, points, name, threads):
     """Write the tables and plots of a sweep into <out>/<name>/, and <out>/runs.csv."""
-    results = collect(jobs, base.out)
-    folder = Path(base.out) / name
+    folder = Path(base["out"]) / name
     folder.mkdir(parents=True, exist_ok=True)
-    title = f"{name}: {describe_base(base, axes, args.seeds)}"
-    caption = (f"{title}. Mean ± sample std over seeds (accuracy, loss, time to target: completed "
-               f"seeds only); time to {100 * args.target:g}% test accuracy and seconds count training "
-               f"only, not evaluation.")
-    rows = [table_row(r, args.target, " / ".join(n for n, _ in axes)) for r in results]
-    write_tables(rows, folder / name, caption)
-    outputs = [folder / f"{name}.csv", folder / f"{name}.md"]
-    outputs += plots.sweep_plots(results, folder / name, title)
-    if len(axes) == 2:
-        write_tables(grid_rows(results, axes), folder / f"{name}_grid",
-                     f"Final test accuracy (%), {title}; rows {axes[0][0]}, columns {axes[1][0]}.")
-        outputs += [folder / f"{name}_grid.csv", folder / f"{name}_grid.md",
-                    plots.heatmap(results, axes, folder / f"{name}_heatmap.png", title)]
-    write_index(base.out)
+    candidates = collect(jobs, base["out"])
+    results = choose(candidates)
+    for r in results:
+        r["config_key"] = train.run_key(r["config"])
+    timing = timings(results, folder / f"{name}_timing.json", args, threads)
+    title = f"{name}: {tables.describe_base(base, points, args)}"
+    outputs = tables.write_sweep_tables(results, candidates, timing, folder / name, title, args)
+    outputs += plots.sweep_plots(results, timing, folder / name, title)
+    grid = len(points[0].coords) == 2
+    if grid:
+        outputs += tables.write_grid(results, folder / f"{name}_grid", title, args.column.split(" / ")[0])
+        outputs.append(plots.heatmap(results, folder / f"{name}_heatmap.png", title, args.column.split(" / ")))
+    tables.write_index(base["out"])
     print(Path(folder / f"{name}.md").read_text())
-    print("wrote " + ", ".join(map(str, outputs)) + f" and {Path(base.out) / 'runs.csv'}")
+    print("wrote " + ", ".join(map(str, outputs)) + f" and {Path(base['out']) / 'runs.csv'}")
 
 
-def cli(setting, defaults, description):
+def cli(setting, values, description, lr_scaling="none", tune="1"):
     """Entry point of the one-setting scripts (batch_size.py, ...): exit with the sweep's status."""
-    sys.exit(run_cli(lambda: _interruptible(lambda: run_sweep(None, setting, defaults, description))))
+    sys.exit(run_cli(lambda: run_sweep(None, setting, values, description, lr_scaling, tune), STOPPED))
 
 
-def _interruptible(fn):
-    try:
-        return fn()
-    except KeyboardInterrupt:
-        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-
+STOPPED = "interrupted; run the same command again to resume"
 
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda: _interruptible(run_sweep)))
+    sys.exit(run_cli(run_sweep, STOPPED))

@@ -2,6 +2,7 @@
 rate diverges) is trained once for the module; the other tests check reuse, --plot-only,
 --print-commands, the grid and bad inputs against it."""
 import csv
+import json
 import re
 import shlex
 import statistics
@@ -9,9 +10,11 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, TINY, make_dataset, run_script
+from conftest import ROOT, TINY_SWEEP, make_dataset, run_script
+import plots
 import runs
 import sweep
+import tables
 from errors import UserError
 
 GOOD, BAD = "0.05", "1e6"  # plain SGD at lr 1e6 overflows within the first epoch
@@ -21,7 +24,7 @@ GOOD, BAD = "0.05", "1e6"  # plain SGD at lr 1e6 overflows within the first epoc
 def swept(tmp_path_factory):
     """Train the tiny sweep once; returns (base flags, out folder, first call's output)."""
     root = tmp_path_factory.mktemp("sweep")
-    flags = [*TINY, "--data-dir", make_dataset(root / "data"), "--out", root / "out", "--seeds", "2"]
+    flags = [*TINY_SWEEP, "--data-dir", make_dataset(root / "data"), "--out", root / "out", "--seeds", "2"]
     result = run_script("sweep.py", "lr", GOOD, BAD, "--optimizer", "sgd", *flags)
     assert result.returncode == 0, result.stderr
     return flags, root / "out", result.stdout
@@ -110,8 +113,13 @@ def test_bad_input_is_one_error_line(tmp_path):
     assert not any((tmp_path / "runs").glob("*"))
 
 
+def test_unknown_flag_is_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        sweep.run_sweep(["lr", "0.1", "--bogus", "--out", str(tmp_path)])
+    assert stopped.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
-    (["lr", "0.1", "--bogus"], "unrecognized arguments: --bogus"),
     (["lr", "abc"], "--lr abc: "),
     (["colour", "red"], "cannot sweep 'colour'"),
     (["seed", "1", "2"], "cannot sweep 'seed'"),
@@ -121,3 +129,133 @@ def test_bad_input_is_one_error_line(tmp_path):
 def test_bad_input_is_a_user_error(tmp_path, args, message):
     with pytest.raises(UserError, match=re.escape(message)):
         sweep.run_sweep([*args, "--out", str(tmp_path)])
+
+
+# ---------------------------------------------------------------------------- fair sweeps (issue 10)
+
+def fake_run(test_acc, val_acc, status="completed"):
+    """A run dict as runs.read_run returns it, with only what tables and plots read."""
+    summary = {"status": status, "final_test_acc": test_acc, "final_val_acc": val_acc, "best_test_acc": test_acc,
+               "final_test_loss": 0.1, "train_seconds": 1.0}
+    metrics = [{"epoch": 1, "test_acc": test_acc, "train_acc": test_acc, "elapsed_seconds": 1.0, "epoch_seconds": 1.0,
+                "train_loss": 0.1, "test_loss": 0.1}] if status == "completed" else []
+    return {"summary": summary, "metrics": metrics, "steps": []}
+
+
+def fake_result(label, test_accs, val_accs=None, factor=1.0):
+    val_accs = val_accs or test_accs
+    return {"label": label, "point": sweep.Point(label, {}), "factor": factor, "lr": 0.05 * factor,
+            "config_key": label, "runs": [fake_run(t, v) for t, v in zip(test_accs, val_accs)],
+            "seeds": list(range(len(test_accs)))}
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("linear", [0.00625, 0.025, 0.1]), ("sqrt", [0.01768, 0.03536, 0.07071]), ("none", [None, None, None])])
+def test_batch_size_sweep_scales_the_learning_rate(tmp_path, mode, expected):
+    _, _, points, _ = sweep.parse_cli(["--lr-scaling", mode, "--tune-lr", "1", "--out", str(tmp_path)],
+                                      "batch_size", [16, 64, 256], lr_scaling="linear")
+    assert [p.settings.get("lr") for p in points] == expected  # base: lr 0.05 at batch 128
+    _, _, points, _ = sweep.parse_cli(["--optimizer", "adam", "--out", str(tmp_path)], "batch_size", [256],
+                                      lr_scaling="linear")
+    assert points[0].settings == {"batch_size": 256, "lr": 0.002}  # adam's default lr 0.001, times 2
+
+
+def test_jobs_run_seed_by_seed_across_values(tmp_path):
+    args, base, points, _ = sweep.parse_cli(["lr", "0.1", "0.2", "--tune-lr", "0.5,1", "--seeds", "2",
+                                             "--out", str(tmp_path)])
+    order = [(job["seed"], job["point"].label, job["factor"]) for job in sweep.plan(points, base, args)]
+    assert order == [(s, v, f) for s in (0, 1) for v in ("0.1", "0.2") for f in (0.5, 1.0)]
+
+
+def test_the_learning_rate_is_chosen_on_validation_never_on_test():
+    # Factor 3 has the best test accuracy but the worst validation accuracy; factor 0.3 loses one seed.
+    candidates = [fake_result("relu", [0.97, 0.97], [0.980, 0.981], 1.0),
+                  fake_result("relu", [0.99, 0.99], [0.970, 0.971], 3.0),
+                  fake_result("relu", [0.98, 0.98], [0.990, 0.990], 0.3)]
+    candidates[2]["runs"][1] = fake_run(0.1, 0.1, status="diverged")  # counts as 0 validation accuracy
+    (chosen,) = sweep.choose(candidates)
+    assert chosen["factor"] == 1.0 and chosen["val_score"] == pytest.approx(0.9805)
+    assert {c["factor"] for c in chosen["options"]} == {0.3, 1.0, 3.0}
+
+
+def test_t_distribution_and_welch_test_match_known_values():
+    assert tables.t_tail(1.0, 1) == pytest.approx(0.5, abs=1e-6)  # Cauchy: P(|T| > 1) = 1/2
+    assert tables.t_tail(4.302653, 2) == pytest.approx(0.05, abs=1e-5)  # the tabled 97.5% points
+    assert tables.t_tail(2.776445, 4) == pytest.approx(0.05, abs=1e-5)
+    assert tables.t_tail(1.959964, 1e6) == pytest.approx(0.05, abs=1e-4)  # large df: the normal
+    # References from scipy.stats (ttest_ind with equal_var=False; 2 * t.sf), computed once outside the project.
+    assert tables.t_tail(1.7, 2.6) == pytest.approx(0.2015362, abs=1e-6)  # Welch's df is fractional
+    assert tables.welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.0213116, abs=1e-6)
+    assert tables.welch_p([1, 2, 3.5], [1.5, 3, 7]) == pytest.approx(0.4271336, abs=1e-6)
+
+
+def test_noise_marks_say_which_values_differ_from_the_best():
+    results = [fake_result("a", [0.985, 0.986, 0.984]), fake_result("b", [0.983, 0.987, 0.985]),
+               fake_result("c", [0.970, 0.971, 0.969]), fake_result("d", [0.99])]
+    marks = tables.noise_marks(results)
+    assert marks["a"] == "best" and marks["b"].startswith("within noise (p ")
+    assert marks["c"] == "lower (p < 0.001)" and "d" not in marks  # one seed: no test
+
+
+def test_a_collapsed_value_leaves_the_error_axis():
+    results = [fake_result("ok", [0.985, 0.984]), fake_result("slow", [0.925, 0.926]),
+               fake_result("collapsed", [0.1135, 0.1135]), fake_result("gone", [0.9])]
+    results[3]["runs"] = [fake_run(0.1, 0.1, status="diverged")]
+    assert plots.off_scale(results) == {"collapsed", "gone"}
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """A tiny activation sweep with the learning rate tuned over two factors."""
+    root = tmp_path_factory.mktemp("tuned")
+    flags = [*TINY_SWEEP, "--data-dir", make_dataset(root / "data"), "--out", root / "out", "--seeds", "2",
+             "--jobs", "2", "--lr", "0.1"]
+    result = run_script("sweep.py", "activation", "relu", "tanh", "--tune-lr", "0.3,1", *flags)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return flags, root / "out", result.stdout
+
+
+def test_tuned_sweep_keeps_the_best_validation_lr_per_value(tuned):
+    _, out, stdout = tuned
+    assert "8 runs: 0 reused, 8 to train" in stdout
+    finals = {}
+    for run_dir in runs.find_runs(out):
+        config, summary = runs.read_config(run_dir), runs.read_json(run_dir / "summary.json")
+        finals.setdefault((config["activation"], config["lr"]), []).append(summary)
+    rows = {row["activation"]: row for row in read_table(out, "activation")}
+    for activation in ("relu", "tanh"):
+        best_lr = max((lr for a, lr in finals if a == activation),
+                      key=lambda lr: statistics.mean(s["final_val_acc"] for s in finals[(activation, lr)]))
+        assert rows[activation]["lr"] == f"{best_lr:g}"
+        chosen = [s["final_test_acc"] for s in finals[(activation, best_lr)]]
+        assert rows[activation]["final_test_acc_%"].startswith(f"{100 * statistics.mean(chosen):.2f} ± ")
+    tuning = (out / "activation" / "activation_tuning.md").read_text()
+    table = [line for line in tuning.splitlines() if line.startswith("| ")]
+    assert table[0] == "| activation | x0.3 | x1 |" and sum(line.count("*") for line in table) == 2
+
+
+def test_timing_pass_is_saved_retimed_on_request_and_kept_by_plot_only(tuned):
+    flags, out, stdout = tuned
+    path = out / "activation" / "activation_timing.json"
+    assert "timing pass:" in stdout
+    first = json.loads(path.read_text())
+    assert set(first["values"]) == {"relu", "tanh"} and first["rounds"] == sweep.TIMING_ROUNDS
+    assert all(v["low"] <= v["median"] <= v["high"] for v in first["values"].values())
+    replot = run_script("sweep.py", "activation", "relu", "tanh", "--tune-lr", "0.3,1", *flags, "--plot-only")
+    assert replot.returncode == 0 and "timing pass:" not in replot.stdout and json.loads(path.read_text()) == first
+    before = run_dirs(out)
+    retimed = run_script("sweep.py", "activation", "relu", "tanh", "--tune-lr", "0.3,1", *flags, "--retime")
+    assert retimed.returncode == 0 and "timing pass:" in retimed.stdout and "to train" not in retimed.stdout
+    assert json.loads(path.read_text())["values"] != first["values"] and run_dirs(out) == before
+    rows = [line for line in (out / "activation" / "activation.md").read_text().splitlines() if line.startswith("| ")]
+    assert not any("(log)" in row for row in rows)  # every value's seconds come from the timing pass
+
+
+def test_variants_set_several_flags_each(swept):
+    flags, out, _ = swept
+    result = run_script("sweep.py", "--variants", "plain=--lr 0.05", "wide and slow=--hidden 48 --lr 0.02",
+                        "--optimizer", "sgd", *flags, "--sweep-name", "variants")
+    assert result.returncode == 0, result.stderr
+    rows = read_table(out, "variants")
+    assert [row["variant"] for row in rows] == ["plain", "wide and slow"]
+    assert "1 reused" not in result.stdout and "4 runs: 2 reused, 2 to train" in result.stdout  # plain = lr 0.05

@@ -1,0 +1,236 @@
+"""Sweep tables, from run folders and the timing pass only: one row per value (mean ± std over seeds),
+which values differ from the best by more than the noise between seeds, how each value's learning rate
+was chosen, the grid of a two-setting sweep, and <out>/runs.csv, the index of every run."""
+import csv
+import io
+import math
+import statistics
+from pathlib import Path
+
+import runs
+import train
+
+P_DIFFERENT = 0.05  # Welch's t-test p-value under which a value counts as different from the best
+
+
+def mean_std(values, scale=1.0, digits=2):
+    """'mean ± sample std' of values (times scale), '' for none."""
+    if not values:
+        return ""
+    mean = statistics.mean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+
+
+def completed(result):
+    """The runs of a value that completed (not diverged, interrupted or missing)."""
+    return [r for r in result["runs"] if r and r["summary"].get("status") == "completed"]
+
+
+def final_test_accs(result):
+    return [r["summary"]["final_test_acc"] for r in completed(result)]
+
+
+def welch_p(a, b):
+    """Two-sided p-value of Welch's t-test that samples a and b (2 or more values each) have one mean."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = abs(statistics.mean(a) - statistics.mean(b))
+    if va + vb == 0:
+        return 1.0 if diff == 0 else 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return t_tail(diff / math.sqrt(va + vb), df)
+
+
+def t_tail(t, df, steps=4000):
+    """P(|T| > t) for Student's t with df >= 1 degrees of freedom (Welch's df is not an integer).
+
+    With T = sqrt(df) tan(u), the density of u on [0, pi/2) is proportional to cos(u)^(df - 1), which
+    is bounded for df >= 1: the tail is a ratio of two integrals of it, taken by Simpson's rule.
+    """
+    def integral(a, b):
+        h = (b - a) / steps
+        f = [math.cos(a + i * h) ** (df - 1) for i in range(steps + 1)]
+        return h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+    return integral(math.atan(t / math.sqrt(df)), math.pi / 2) / integral(0.0, math.pi / 2)
+
+
+def noise_marks(results):
+    """Per value: 'best', 'within noise (p 0.31)' or 'lower (p 0.004)': Welch's t-test of its final
+    test accuracies over seeds against those of the value with the best mean."""
+    finals = {r["label"]: final_test_accs(r) for r in results}
+    ranked = [label for label, values in finals.items() if len(values) >= 2]
+    if not ranked:
+        return {}
+    best = max(ranked, key=lambda label: statistics.mean(finals[label]))
+    marks = {}
+    for label, values in finals.items():
+        if label == best:
+            marks[label] = "best"
+        elif len(values) >= 2:
+            p = welch_p(values, finals[best])
+            marks[label] = f"{'lower' if p < P_DIFFERENT else 'within noise'} ({_p(p)})"
+    return marks
+
+
+def _p(p):
+    return "p < 0.001" if p < 0.001 else f"p {p:.2g}"
+
+
+def to_target(run, target):
+    """(epoch, training seconds) when test accuracy first reached target, else None."""
+    return next(((m["epoch"], m["elapsed_seconds"]) for m in run["metrics"] if m["test_acc"] >= target), None)
+
+
+def seconds_per_epoch(result, timing):
+    """(seconds per epoch, where from): the timing pass's median where it timed these settings, else
+    the median epoch of each run's log, averaged over seeds."""
+    timed = timing.get("values", {}).get(result["label"])
+    if timed and timed["key"] == result["config_key"]:
+        return timed["median"], "timing pass"
+    logged = [statistics.median(m["epoch_seconds"] for m in r["metrics"]) for r in result["runs"] if r and r["metrics"]]
+    return (statistics.mean(logged), "run logs") if logged else (None, "")
+
+
+def status_text(result):
+    """'completed', or which seeds diverged where, which are missing or unfinished."""
+    parts = []
+    for run, seed in zip(result["runs"], result["seeds"]):
+        status = run["summary"].get("status") if run else "missing"
+        if status == "diverged":
+            s = run["summary"]
+            parts.append(f"seed {seed} diverged at epoch {s['diverged_epoch']} (step {s['diverged_step']})")
+        elif status != "completed":
+            parts.append(f"seed {seed} {status}")
+    return "; ".join(parts) or "completed"
+
+
+def table_row(result, target, timing, mark, column):
+    """One row of the sweep table: mean ± std over the completed seeds of one value."""
+    present, done = [r for r in result["runs"] if r], completed(result)
+    reached = [t for t in (to_target(r, target) for r in done) if t]
+    seconds, source = seconds_per_epoch(result, timing)
+    row = {column: result["label"], "lr": f"{result['lr']:g}"}  # the value's own column wins if it is lr
+    return {**row, **{column: result["label"]},
+        "completed": f"{len(done)}/{len(result['runs'])}",
+        "final_test_acc_%": mean_std(final_test_accs(result), 100), "vs_best": mark or "",
+        "best_test_acc_%": mean_std([r["summary"]["best_test_acc"] for r in done], 100),
+        "final_test_loss": mean_std([r["summary"]["final_test_loss"] for r in done], 1, 4),
+        f"epochs_to_{100 * target:g}%": (mean_std([e for e, _ in reached], 1, 1) + f" ({len(reached)}/{len(done)})"
+                                         if reached else "not reached" if done else ""),
+        f"seconds_to_{100 * target:g}%": mean_std([s for _, s in reached], 1, 1) if reached else "",
+        "seconds_per_epoch": "" if seconds is None else f"{seconds:.2f}" + ("" if source == "timing pass" else " (log)"),
+        "total_train_seconds": mean_std([r["summary"]["train_seconds"] for r in present], 1, 1),
+        "status": status_text(result),
+    }
+
+
+def final_columns(result):
+    """Every final_<metric> of the summaries, mean ± std over completed seeds, for the CSV: a metric
+    added to train.py's epoch row appears here without a change to this file."""
+    done = completed(result)
+    keys = [k for k, v in (done[0]["summary"].items() if done else []) if k.startswith("final_")
+            and isinstance(v, (int, float))]
+    return {k: mean_std([r["summary"][k] for r in done if r["summary"].get(k) is not None], 1, 6) for k in keys}
+
+
+def write_sweep_tables(results, candidates, timing, prefix, title, args):
+    """<prefix>.csv and .md (a row per value), and with --tune-lr <prefix>_tuning.csv and .md (a row per
+    value and learning rate). Returns the paths written."""
+    marks = noise_marks(results)
+    rows = [table_row(r, args.target, timing, marks.get(r["label"]), args.column) for r in results]
+    how = (f"s/epoch: timing pass, median of {timing['rounds']} rounds in which every value's training steps "
+           f"ran in turn ({timing['threads']} thread(s), {timing['measured']}); '(log)': median epoch of the run logs"
+           if timing.get("rounds") else "s/epoch: median epoch of the run logs")
+    caption = (f"{title}. Mean ± sample std over seeds (accuracy, loss, time to target: completed seeds "
+               f"only). vs_best: Welch's t-test of the final test accuracies over seeds against the best "
+               f"value's; 'lower' where p < {P_DIFFERENT}. Time to {100 * args.target:g}% test accuracy and "
+               f"seconds count training only, not evaluation; {how}.")
+    write_tables(rows, prefix, caption, extra=[final_columns(r) for r in results])
+    paths = [f"{prefix}.csv", f"{prefix}.md"]
+    if len(args.factors) > 1:
+        write_tables(tuning_rows(candidates, results, args.column), f"{prefix}_tuning",
+                     f"Learning rate per value, {title}: mean final validation accuracy (%) over seeds for each "
+                     f"lr tried (a seed that did not complete counts as 0); * marks the lr kept. The test set "
+                     f"plays no part in the choice.")
+        paths += [f"{prefix}_tuning.csv", f"{prefix}_tuning.md"]
+    return paths
+
+
+def tuning_rows(candidates, results, column):
+    """A row per value, a column per lr factor: the mean final validation accuracy, * on the choice."""
+    chosen = {(r["label"], r["factor"]) for r in results}
+    rows = {}
+    for c in candidates:
+        score = "" if c["val_score"] is None else f"{100 * c['val_score']:.2f}"
+        star = "*" if (c["label"], c["factor"]) in chosen else ""
+        rows.setdefault(c["label"], {column: c["label"]})[f"x{c['factor']:g}"] = f"{score}{star} (lr {c['lr']:g})"
+    return list(rows.values())
+
+
+def write_tables(rows, prefix, caption, extra=None):
+    """<prefix>.csv (rows, plus the extra columns per row) and <prefix>.md (rows) from dicts with the
+    same keys."""
+    full = [{**row, **more} for row, more in zip(rows, extra)] if extra else rows
+    write_csv(f"{prefix}.csv", full, list(dict.fromkeys(k for row in full for k in row)))
+    header = list(rows[0])
+    lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+    lines += [f"| {' | '.join(str(row.get(h, '')).replace('|', '/') for h in header)} |" for row in rows]
+    runs.write_atomic(f"{prefix}.md", lambda tmp: tmp.write_text("\n".join(lines) + f"\n\n{caption}\n"))
+
+
+def write_csv(path, rows, fields):
+    """Write a list of dicts as a CSV file with the given columns, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    runs.write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue()))
+
+
+def short_status(result):
+    """'2 diverged', '1 missing', ...: the seeds that did not complete, counted by status."""
+    statuses = [r["summary"].get("status") if r else "missing" for r in result["runs"]]
+    return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses) if s != "completed")
+
+
+def write_grid(results, prefix, title, rows_name):
+    """<prefix>.csv and .md: a row per value of the first setting, a column per value of the second,
+    each cell the final test accuracy (%), mean ± std over seeds, or what went wrong."""
+    rows = {}
+    for r in results:
+        a, b = r["point"].coords
+        note = short_status(r)
+        cell = " ".join(filter(None, [mean_std(final_test_accs(r), 100), f"({note})" if note else ""]))
+        rows.setdefault(a, {rows_name: a})[b] = cell
+    write_tables(list(rows.values()), prefix, f"Final test accuracy (%), {title}.")
+    return [f"{prefix}.csv", f"{prefix}.md"]
+
+
+def write_index(out):
+    """<out>/runs.csv: one row per run folder, its settings and final figures (pandas.read_csv)."""
+    rows = []
+    for run_dir, config, summary in runs.scan(out):
+        settings = {k: train.format_value(v) for k, v in config.items() if not isinstance(v, dict)}
+        rows.append({"run": run_dir.name, "status": summary.get("status"),
+                     **{k: v for k, v in summary.items() if k not in ("status", "resume")}, **settings})
+    if rows:
+        write_csv(Path(out) / "runs.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
+
+
+def describe_base(base, points, args):
+    """A short text naming the base configuration, for plot titles and table captions."""
+    config = train.make_config(base)
+    varied = set().union(*(p.settings for p in points))
+    show = lambda dest, text: f"{dest.replace('_', ' ')} varied" if dest in varied else text  # noqa: E731
+    if len(args.factors) > 1:
+        lr = f"lr tuned per value (x{', x'.join(f'{f:g}' for f in args.factors)}, chosen on validation)"
+    elif "lr" in varied and "batch_size" in varied:
+        lr = f"lr scaled with the batch ({args.lr_scaling})"
+    else:
+        lr = "default lr" if "optimizer" in varied and base["lr"] is None else show("lr", f"lr {config['lr']:g}")
+    hidden = "MLP " + "-".join(map(str, [784] + config["hidden"] + [10]))
+    return (f"{config['dataset']}, {show('hidden', hidden)}, {show('activation', config['activation'])}, "
+            f"{show('loss', 'loss ' + config['loss'])}, {show('optimizer', config['optimizer'])}, {lr}, "
+            f"{config['schedule']} schedule, {show('batch_size', 'batch ' + str(config['batch_size']))}, "
+            f"{show('epochs', str(config['epochs']) + ' epochs')}, {args.seeds} seed{'s' * (args.seeds > 1)}")
