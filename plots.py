@@ -22,7 +22,8 @@ import tables  # noqa: E402
 BAND = "line: mean over seeds, band: min–max over seeds"
 OFF_SCALE = 20        # points of test error above the best value's final error that leave the axis
 ERROR_FLOOR = 0.01    # % error: an epoch without mistakes is drawn here, on the log axis
-MANTISSAS = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)
+# Tick mantissas for log axes, coarse to fine: the first that gives 3 to 10 ticks in the range is used.
+MANTISSAS = ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), tuple(1 + k / 10 for k in range(90)))
 
 
 def styles(n):
@@ -109,12 +110,11 @@ def _limits(curves, margin=1.15):
 
 def _log_axis(ax, low, high, axis="y"):
     """A log axis from low to high with plain-number ticks (1.5, 2, 3 ...), enough to read values."""
-    ticks = []
-    for mantissas in (MANTISSAS, [1 + k / 10 for k in range(90)]):  # finer where the range is narrow
+    for mantissas in MANTISSAS:
         ticks = [round(m * 10.0 ** e, 6) for e in range(-3, 3) for m in mantissas if low <= m * 10.0 ** e <= high]
         if len(ticks) >= 3:
             break
-    ticks = ticks[::max(1, -(-len(ticks) // 8))]
+    ticks = ticks[::max(1, -(-len(ticks) // 10))]
     getattr(ax, f"set_{axis}scale")("log")
     getattr(ax, f"set_{axis}lim")(low, high)
     getattr(ax, f"set_{axis}ticks")(ticks, [f"{t:g}" for t in ticks])
@@ -241,7 +241,7 @@ def plot_acc(results, marks, path, title):
     _error_panel(middle, results, all_styles, "test_acc", _epochs, off)
     for result, style in zip(results, all_styles):
         _mark_diverged((left, middle), result, style[0])
-    left.set_title("training error during each epoch (%, log)", fontsize=9)
+    left.set_title(f"training error during each epoch (%, log; 0 drawn at {ERROR_FLOOR:g})", fontsize=9)
     middle.set_title("test error after each epoch (%, log)", fontsize=9)
     for ax in (left, middle):
         ax.set_xlabel("epoch")

@@ -43,8 +43,8 @@ from errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent
 SWEPT_SCOPES = (train.RUN, train.SEED, train.SYSTEM)  # the train.py settings a sweep accepts
-LR_SCALINGS = {"none": lambda ratio: None, "linear": lambda ratio: ratio, "sqrt": math.sqrt}
-TIMING_ROUNDS, TIMING_FRACTION = 5, 0.25
+LR_SCALINGS = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # lr factor from batch / base batch
+TIMING_ROUNDS, TIMING_FRACTION = 9, 0.5
 # The four sweep scripts try each value at these multiples of its learning rate and keep, per value, the
 # one with the best validation accuracy: a comparison at one shared learning rate measures that rate.
 TUNE = "0.3,1,3"
@@ -78,7 +78,7 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
         g.add_argument("--variants", nargs="+", metavar="'LABEL=FLAGS'",
                        help="named values that each set any train.py flags, e.g. 'no dropout=--dropout 0'")
     if setting in (None, "batch_size"):
-        g.add_argument("--lr-scaling", default=lr_scaling, choices=list(LR_SCALINGS),
+        g.add_argument("--lr-scaling", default=lr_scaling, choices=["none", *LR_SCALINGS],
                        help="where the batch size varies, scale the learning rate with it, relative to "
                             "the base batch size: linearly, by the square root, or not at all")
     g.add_argument("--tune-lr", default=tune, metavar="FACTORS",
@@ -216,11 +216,12 @@ def plan(points, base, args):
             for factor in args.factors:
                 argv = train.to_argv(job_settings(base, point, factor, seed))
                 config = train.parse_config(argv)  # exactly what train.py will run, so the keys agree
-                found = index.get(train.run_key(config), [])
+                key = train.run_key(config)
+                found = index.get(key, [])
                 finished = any(status in runs.FINISHED for _, status in found)
                 action = "train" if args.force or not found else "reuse" if finished else "resume"
                 jobs.append({"point": point, "factor": factor, "seed": seed, "argv": argv, "config": config,
-                             "key": train.run_key(config), "action": action})
+                             "key": key, "action": action})
     return jobs
 
 
@@ -321,9 +322,7 @@ def choose(candidates):
     seeds (a seed that did not complete counts as 0). Test accuracy plays no part in the choice."""
     by_label = {}
     for c in candidates:
-        c["val_score"] = statistics.mean(
-            r["summary"]["final_val_acc"] or 0.0 if r and r["summary"].get("status") == "completed" else 0.0
-            for r in c["runs"]) if any(c["runs"]) else None
+        c["val_score"] = _val_score(c)
         by_label.setdefault(c["label"], []).append(c)
     chosen = []
     for options in by_label.values():
@@ -331,6 +330,15 @@ def choose(candidates):
         best = max(scored, key=lambda c: c["val_score"] or 0.0)
         chosen.append({**best, "options": options})
     return chosen
+
+
+def _val_score(candidate):
+    """Mean final validation accuracy over seeds, a seed that did not complete counting as 0; None
+    while none of its runs exists."""
+    if not any(candidate["runs"]):
+        return None
+    return statistics.mean(r["summary"]["final_val_acc"] if r and r["summary"].get("status") == "completed" else 0.0
+                           for r in candidate["runs"])
 
 
 # ---------------------------------------------------------------------------- timing
@@ -417,7 +425,9 @@ def report(jobs, base, args, points, name, threads):
 
 
 def cli(setting, values, description, lr_scaling="none", tune="1"):
-    """Entry point of the one-setting scripts (batch_size.py, ...): exit with the sweep's status."""
+    """Entry point of the one-setting scripts (batch_size.py, ...): exit with the sweep's status. The
+    description is the script's docstring, of which --help shows the first paragraph."""
+    description = " ".join(description.split("\n\n")[0].split())
     sys.exit(run_cli(lambda: run_sweep(None, setting, values, description, lr_scaling, tune), STOPPED))
 
 

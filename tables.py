@@ -196,12 +196,15 @@ def short_status(result):
 
 def write_grid(results, prefix, title, rows_name):
     """<prefix>.csv and .md: a row per value of the first setting, a column per value of the second,
-    each cell the final test accuracy (%), mean ± std over seeds, or what went wrong."""
-    rows = {}
+    each cell the final test accuracy (%), mean ± std over seeds, or what went wrong, and the learning
+    rate where the cells' rates differ."""
+    rows, show_lr = {}, len({r["lr"] for r in results}) > 1
     for r in results:
         a, b = r["point"].coords
         note = short_status(r)
-        cell = " ".join(filter(None, [mean_std(final_test_accs(r), 100), f"({note})" if note else ""]))
+        lr = f"lr {r['lr']:g}" if show_lr else ""
+        cell = " ".join(filter(None, [mean_std(final_test_accs(r), 100), f"({', '.join(filter(None, [lr, note]))})"
+                                      if lr or note else ""]))
         rows.setdefault(a, {rows_name: a})[b] = cell
     write_tables(list(rows.values()), prefix, f"Final test accuracy (%), {title}.")
     return [f"{prefix}.csv", f"{prefix}.md"]

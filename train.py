@@ -90,6 +90,7 @@ POSITIVE = _number(float, lambda v: 0 < v < math.inf, "positive")
 FRACTION = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 NON_NEGATIVE = _number(float, lambda v: 0 <= v < math.inf, ">= 0")
 SCHEDULES = ("constant", "step", "cosine", "linear")
+ROOT = Path(__file__).resolve().parent
 
 
 def _s(flag, scope=RUN, group="training", **kwargs):
@@ -301,8 +302,7 @@ def environment(device):
             "platform": platform.platform(), "threads": torch.get_num_threads(),
             "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor()}
     try:
-        root = Path(__file__).resolve().parent
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                             text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         info["git_commit"] = None
