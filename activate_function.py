@@ -8,4 +8,4 @@ import sweep  # noqa: E402
 from registry import ACTIVATIONS  # noqa: E402
 
 if __name__ == "__main__":
-    sweep.cli("activation", list(ACTIVATIONS), __doc__.split("\n")[0], tune=sweep.TUNE)
+    sweep.cli("activation", list(ACTIVATIONS), __doc__, tune=sweep.TUNE)

@@ -8,5 +8,5 @@ if __name__ == "__main__":
 import sweep  # noqa: E402
 
 if __name__ == "__main__":
-    sweep.cli("batch_size", [16, 32, 64, 128, 256], __doc__.split("\n")[0], lr_scaling="linear",
+    sweep.cli("batch_size", [16, 32, 64, 128, 256], __doc__, lr_scaling="linear",
               tune=sweep.TUNE)

@@ -8,4 +8,4 @@ import sweep  # noqa: E402
 from registry import LOSSES  # noqa: E402
 
 if __name__ == "__main__":
-    sweep.cli("loss", list(LOSSES), __doc__.split("\n")[0], tune=sweep.TUNE)
+    sweep.cli("loss", list(LOSSES), __doc__, tune=sweep.TUNE)

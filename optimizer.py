@@ -9,4 +9,4 @@ import sweep  # noqa: E402
 from registry import OPTIMIZERS  # noqa: E402
 
 if __name__ == "__main__":
-    sweep.cli("optimizer", list(OPTIMIZERS), __doc__.split("\n")[0], tune=sweep.TUNE)
+    sweep.cli("optimizer", list(OPTIMIZERS), __doc__, tune=sweep.TUNE)

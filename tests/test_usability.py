@@ -1,5 +1,6 @@
 """Tried as a new user would (issue 12): `python test.py` with no argument, the sweeps' --help,
 Ctrl-C while a script is still starting, and two sweeps sharing a run on one results folder."""
+import ast
 import json
 import os
 import signal
@@ -59,6 +60,9 @@ def test_sweep_help_lists_only_what_a_sweep_accepts(script):
     for flag in ("--name", "--resume", "--quiet", "--once"):
         assert flag not in text, flag
     assert "--seeds" in text and "--tune-lr" in text and "--epochs" in text
+    if script != "sweep.py":  # the description is the script's whole first paragraph, not a cut line
+        doc = " ".join(ast.get_docstring(ast.parse((ROOT / script).read_text())).split("\n\n")[0].split())
+        assert doc in " ".join(text.split())
     refused = run_script(script, "--name", "x")
     assert refused.returncode == 2 and "unrecognized arguments: --name" in refused.stderr
     assert "--name" in run_script("train.py", "--help").stdout  # a single run does take it
