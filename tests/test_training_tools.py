@@ -165,3 +165,25 @@ def test_crop_keeps_the_central_pixels_everywhere(tiny_data, tmp_path):
     assert shown.returncode == 0 and f"accuracy {summary['final_test_acc']:.2%}" in shown.stdout
     with pytest.raises(UserError, match="augmentation works on whole 28x28 images"):
         config_for(tiny_data, tmp_path, "--crop", "20", "--shift", "2")
+
+
+RECIPES = sorted(path.stem for path in (train.ROOT / "recipes").glob("*.args"))
+
+
+def test_the_recipes_the_readme_promises_exist():
+    assert {"mnist", "speed"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_is_a_valid_config_shown_in_the_readme(name):
+    config = train.parse_config([f"@{train.ROOT / 'recipes' / name}.args"])
+    assert config["val_split"] == 5000  # chosen on the validation split, never on the test set
+    assert f"@recipes/{name}.args" in (train.ROOT / "README.md").read_text()
+
+
+def test_a_recipe_runs_from_the_command_line_and_later_flags_override_it(tiny_data, tmp_path):
+    result = run_script("train.py", "@recipes/speed.args", *TINY, "--data-dir", tiny_data, "--out", tmp_path,
+                        "--name", "speed")
+    assert result.returncode == 0, result.stderr
+    config = runs.read_config(tmp_path / "runs" / "speed")
+    assert config["crop"] == 20 and config["optimizer"] == "nesterov" and config["epochs"] == 2  # TINY's
