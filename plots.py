@@ -170,7 +170,7 @@ def _show_lr(results):
 def plot_loss(results, path, title):
     """Training loss (every --log-every steps, faint, and per epoch) next to test loss per epoch."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
-    all_styles, all_losses = styles(len(results)), []
+    all_styles, all_losses, test_losses = styles(len(results)), [], []
     for result, style in zip(results, all_styles):
         for xs, ys in _step_curves(result):
             left.plot(xs, ys, color=style[0], alpha=0.2, linewidth=0.6)
@@ -178,12 +178,14 @@ def plot_loss(results, path, title):
         epochs = np.arange(1, max(map(len, train_loss), default=0) + 1)
         _band(left, epochs, train_loss, style)
         _band(right, epochs, test_loss, style)
-        all_losses += train_loss + test_loss
+        all_losses += train_loss
+        test_losses += [[v for v in s if v is not None] for s in test_loss]
         _mark_diverged((left, right), result, style[0])
     positive = np.array([v for s in all_losses for v in s if v is not None and np.isfinite(v) and v > 0])
+    if positive.size and positive.max() / positive.min() > 30:
+        left.set_yscale("log")
+    _log_axis(right, *_limits(test_losses))  # plain-number ticks: test losses span less than a decade
     for ax in (left, right):
-        if positive.size and positive.max() / positive.min() > 30:
-            ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     left.set_ylabel("training loss (per sample)")
