@@ -65,7 +65,11 @@ def test_sweep_help_lists_only_what_a_sweep_accepts(script):
         assert doc in " ".join(text.split())
     refused = run_script(script, "--name", "x")
     assert refused.returncode == 2 and "unrecognized arguments: --name" in refused.stderr
-    assert "--name" in run_script("train.py", "--help").stdout  # a single run does take it
+
+
+def test_a_single_run_does_take_the_flags_a_sweep_refuses():
+    text = run_script("train.py", "--help").stdout
+    assert all(flag in text for flag in ("--name", "--resume", "--quiet", "--once"))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
