@@ -236,7 +236,8 @@ def job_settings(base, point, factor, seed):
 def command(job, threads=None, force=False):
     """The train.py command line of a job, as a list."""
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    extra = (["--threads", str(threads)] if threads else []) + ([] if force else ["--once"])
+    given = "--threads" in job["argv"]  # a sweep's own --threads is already among the run's settings
+    extra = (["--threads", str(threads)] if threads and not given else []) + ([] if force else ["--once"])
     return [python, os.path.relpath(ROOT / "train.py"), *job["argv"], *extra, "--quiet"]
 
 

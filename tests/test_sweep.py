@@ -106,6 +106,12 @@ def test_print_commands_are_runnable(swept):
     assert len(run_script("sweep.py", *args).stdout.splitlines()) == 1
 
 
+def test_a_run_command_names_its_thread_count_once():
+    given = {"argv": ["--lr", "0.1", "--threads", "1"]}
+    assert sweep.command(given, threads=1).count("--threads") == 1
+    assert sweep.command({"argv": ["--lr", "0.1"]}, threads=2)[-4:] == ["--threads", "2", "--once", "--quiet"]
+
+
 def test_bad_input_is_one_error_line(tmp_path):
     result = run_script("optimizer.py", "--values", "sgd,nope", "--out", tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
