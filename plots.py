@@ -327,9 +327,10 @@ def heatmap(results, path, title, names):
         if finals:
             grid[rows.index(a), cols.index(b)] = 100 * np.mean(finals)
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
-    low = np.nanmin(grid) if np.isfinite(grid).any() else 0
+    low, high = (np.nanmin(grid), np.nanmax(grid)) if np.isfinite(grid).any() else (0, 100)
     fig, ax = plt.subplots(figsize=(1.7 * len(cols) + 3, 0.9 * len(rows) + 2.5))
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=100)
+    # The colours span the cells' own range (not up to 100%), so close cells still differ in colour.
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=max(high, low + 0.01))
     for (a, b), r in cells.items():
         i, j = rows.index(a), cols.index(b)
         value, note = grid[i, j], tables.short_status(r)
