@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.transforms as mtransforms  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tables  # noqa: E402
@@ -23,7 +24,8 @@ BAND = "line: mean over seeds, band: min–max over seeds"
 OFF_SCALE = 20        # points of test error above the best value's final error that leave the axis
 ERROR_FLOOR = 0.01    # % error: an epoch without mistakes is drawn here, on the log axis
 # Tick mantissas for log axes, coarse to fine: the first that gives 3 to 10 ticks in the range is used.
-MANTISSAS = ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), tuple(1 + k / 10 for k in range(90)))
+MANTISSAS = ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8),
+             tuple(1 + k / 10 for k in range(90)))
 
 
 def styles(n):
@@ -187,6 +189,7 @@ def plot_loss(results, path, title):
     _log_axis(right, *_limits(test_losses))  # plain-number ticks: test losses span less than a decade
     for ax in (left, right):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     left.set_ylabel("training loss (per sample)")
     left.set_title("training loss: per epoch (line) and every --log-every steps (faint)", fontsize=9)
@@ -247,6 +250,7 @@ def plot_acc(results, marks, path, title):
     middle.set_title("test error after each epoch (%, log)", fontsize=9)
     for ax in (left, middle):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel("error (%) = 100 - accuracy")
     _ranking(right, results, all_styles, marks, off)
     return _legend(fig, results, all_styles, _show_lr(results), title, path)
