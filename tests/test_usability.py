@@ -104,13 +104,13 @@ def test_a_claim_ends_with_its_process(tmp_path):
     holder = claimer(hold=60)
     assert holder.stdout.readline().strip() == "claimed"
     waiter = claimer(hold=0)
-    time.sleep(1.5)
+    waiting = waiter.stdout.readline()  # blocks until the second process has found the claim taken
+    assert waiting.startswith("waiting: process ") and "is training a run with these settings" in waiting
     assert waiter.poll() is None, "the second claim did not wait"
     holder.kill()  # SIGKILL: no clean-up code runs
     holder.wait()
     stdout, _ = waiter.communicate(timeout=30)
-    assert stdout.startswith("waiting: process ") and "is training a run with these settings" in stdout
-    assert stdout.strip().endswith("claimed"), "the claim of a killed process was not released"
+    assert stdout.strip() == "claimed", "the claim of a killed process was not released"
 
 
 def test_two_sweeps_at_once_train_a_shared_run_once(tmp_path):
