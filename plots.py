@@ -23,7 +23,8 @@ import tables  # noqa: E402
 BAND = "line: mean over seeds, band: min–max over seeds"
 OFF_SCALE = 20        # points of test error above the best value's final error that leave the axis
 ERROR_FLOOR = 0.01    # % error: an epoch without mistakes is drawn here, on the log axis
-# Tick mantissas for log axes, coarse to fine: the first that gives 3 to 10 ticks in the range is used.
+# Tick mantissas for log axes, coarse to fine: the first tier with 3 ticks or more in the range is used,
+# thinned to 10 at most.
 MANTISSAS = ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8),
              tuple(1 + k / 10 for k in range(90)))
 
