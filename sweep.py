@@ -338,8 +338,8 @@ def _val_score(candidate):
     while none of its runs exists."""
     if not any(candidate["runs"]):
         return None
-    return statistics.mean(r["summary"]["final_val_acc"] if r and r["summary"].get("status") == "completed" else 0.0
-                           for r in candidate["runs"])
+    return statistics.mean((r["summary"]["final_val_acc"] or 0.0) if r and r["summary"].get("status") == "completed"
+                           else 0.0 for r in candidate["runs"])
 
 
 # ---------------------------------------------------------------------------- timing
