@@ -148,10 +148,11 @@ def _mark_diverged(axes, result, colour):
             ax.axvline(epoch, color=colour, linestyle=":", linewidth=1)
 
 
-def _legend(fig, results, all_styles, show_lr, title, path):
+def _legend(fig, results, all_styles, title, path):
     """The shared legend below the panels, the title above; save and close."""
     handles = [plt.Line2D([], [], color=c, linestyle=ls, marker="o", markersize=3) for c, ls in all_styles]
-    labels = [_label(r, show_lr) for r in results]
+    with_lr = tables.show_lr(results)
+    labels = [_label(r, with_lr) for r in results]
     n = len(results)
     ncol = n if n <= 6 else min(6, -(-n // 2))
     ncol = min(ncol, 3) if any(len(label) > 28 for label in labels) else ncol
@@ -165,15 +166,10 @@ def _legend(fig, results, all_styles, show_lr, title, path):
     return path
 
 
-def _show_lr(results):
-    """Name each value's learning rate where it differs between values and is not the value itself."""
-    return len({r["lr"] for r in results}) > 1 and any(set(r["point"].settings) != {"lr"} for r in results)
-
-
 def plot_loss(results, path, title):
     """Training loss (every --log-every steps, faint, and per epoch) next to test loss per epoch."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
-    all_styles, all_losses, test_losses = styles(len(results)), [], []
+    all_styles, train_losses, test_losses = styles(len(results)), [], []
     for result, style in zip(results, all_styles):
         for xs, ys in _step_curves(result):
             left.plot(xs, ys, color=style[0], alpha=0.2, linewidth=0.6)
@@ -181,10 +177,10 @@ def plot_loss(results, path, title):
         epochs = np.arange(1, max(map(len, train_loss), default=0) + 1)
         _band(left, epochs, train_loss, style)
         _band(right, epochs, test_loss, style)
-        all_losses += train_loss
+        train_losses += train_loss
         test_losses += [[v for v in s if v is not None] for s in test_loss]
         _mark_diverged((left, right), result, style[0])
-    positive = np.array([v for s in all_losses for v in s if v is not None and np.isfinite(v) and v > 0])
+    positive = np.array([v for s in train_losses for v in s if v is not None and np.isfinite(v) and v > 0])
     if positive.size and positive.max() / positive.min() > 30:
         left.set_yscale("log")
     _log_axis(right, *_limits(test_losses))  # plain-number ticks: test losses span less than a decade
@@ -196,7 +192,7 @@ def plot_loss(results, path, title):
     left.set_title("training loss: per epoch (line) and every --log-every steps (faint)", fontsize=9)
     right.set_ylabel("test loss (per sample)")
     right.set_title("test loss after each epoch", fontsize=9)
-    return _legend(fig, results, all_styles, _show_lr(results), title, path)
+    return _legend(fig, results, all_styles, title, path)
 
 
 def _step_curves(result):
@@ -254,7 +250,7 @@ def plot_acc(results, marks, path, title):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel("error (%) = 100 - accuracy")
     _ranking(right, results, all_styles, marks, off)
-    return _legend(fig, results, all_styles, _show_lr(results), title, path)
+    return _legend(fig, results, all_styles, title, path)
 
 
 def _ranking(ax, results, all_styles, marks, off):
@@ -310,7 +306,7 @@ def plot_time(results, timing, path, title):
     right.set_xlabel("cumulative training seconds (mean over seeds; from the run logs)")
     right.set_ylabel("test error (%, log)")
     right.set_title("time to accuracy", fontsize=9)
-    return _legend(fig, results, all_styles, _show_lr(results), title, path)
+    return _legend(fig, results, all_styles, title, path)
 
 
 def sweep_plots(results, timing, prefix, title):
@@ -336,10 +332,11 @@ def heatmap(results, path, title, names):
     fig, ax = plt.subplots(figsize=(1.7 * len(cols) + 3, 0.9 * len(rows) + 2.5))
     # The colours span the cells' own range (not up to 100%), so close cells still differ in colour.
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=max(high, low + 0.01))
+    with_lr = tables.show_lr(results)
     for (a, b), r in cells.items():
         i, j = rows.index(a), cols.index(b)
         value, note = grid[i, j], tables.short_status(r)
-        text = (f"{value:.2f}" if np.isfinite(value) else "") + (f"\n(lr {r['lr']:g})" if _show_lr(results) else "") \
+        text = (f"{value:.2f}" if np.isfinite(value) else "") + (f"\n(lr {r['lr']:g})" if with_lr else "") \
             + (f"\n({note})" if note else "")
         dark = np.isfinite(value) and image.norm(value) < 0.6
         ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")

@@ -194,17 +194,21 @@ def short_status(result):
     return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses) if s != "completed")
 
 
+def show_lr(results):
+    """Whether to name each value's learning rate: where it differs between values and is not the
+    value itself (tables, legends and heatmap cells alike)."""
+    return len({r["lr"] for r in results}) > 1 and any(set(r["point"].settings) != {"lr"} for r in results)
+
+
 def write_grid(results, prefix, title, rows_name):
     """<prefix>.csv and .md: a row per value of the first setting, a column per value of the second,
     each cell the final test accuracy (%), mean ± std over seeds, or what went wrong, and the learning
-    rate where the cells' rates differ."""
-    rows, show_lr = {}, len({r["lr"] for r in results}) > 1
+    rate where show_lr says so."""
+    rows, with_lr = {}, show_lr(results)
     for r in results:
         a, b = r["point"].coords
-        note = short_status(r)
-        lr = f"lr {r['lr']:g}" if show_lr else ""
-        cell = " ".join(filter(None, [mean_std(final_test_accs(r), 100), f"({', '.join(filter(None, [lr, note]))})"
-                                      if lr or note else ""]))
+        notes = ", ".join(filter(None, [f"lr {r['lr']:g}" if with_lr else "", short_status(r)]))
+        cell = " ".join(filter(None, [mean_std(final_test_accs(r), 100), f"({notes})" if notes else ""]))
         rows.setdefault(a, {rows_name: a})[b] = cell
     write_tables(list(rows.values()), prefix, f"Final test accuracy (%), {title}.")
     return [f"{prefix}.csv", f"{prefix}.md"]
