@@ -285,8 +285,9 @@ def plot_time(results, timing, path, title):
     """Seconds per epoch of each value (the timing pass), and test error against training seconds."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
     all_styles, off = styles(len(results)), off_scale(results)
-    for i, (result, style) in enumerate(zip(results, all_styles)):
-        seconds, source = tables.seconds_per_epoch(result, timing)
+    timed_all = [tables.seconds_per_epoch(r, timing) for r in results]
+    fastest = min((s for s, source in timed_all if source == "timing pass"), default=None)
+    for i, (result, style, (seconds, source)) in enumerate(zip(results, all_styles, timed_all)):
         if seconds is None:
             left.text(i, 0, "no finished\nepoch", ha="center", va="bottom", fontsize=8, color=style[0])
             continue
@@ -294,12 +295,16 @@ def plot_time(results, timing, path, title):
         spread = [[seconds - timed["low"]], [timed["high"] - seconds]] if timed else None
         left.bar(i, seconds, color=style[0], yerr=spread, capsize=3, hatch=None if timed else "//",
                  edgecolor="white")
+        if timed:
+            left.text(i, timed["high"], f"{seconds / fastest:.2f}x", ha="center", va="bottom", fontsize=7)
     left.set_xlim(-0.6, len(results) - 0.4)
     left.set_xticks(range(len(results)), [r["label"] for r in results], rotation=30, ha="right", fontsize=8)
     left.set_ylabel("training seconds per epoch")
     rounds = timing.get("rounds")
-    left.set_title(f"timing pass: median of {rounds} rounds, values in turn, {timing['threads']} thread(s);\n"
-                   f"error bar: min–max over rounds; hatched: median epoch of the run logs" if rounds else
+    left.set_title(f"timing pass: {rounds} rounds, values in turn, {timing['threads']} thread(s), drift between "
+                   f"rounds\ndivided out; error bar: quartiles over rounds; above it: time over the fastest value's;\n"
+                   f"hatched: median epoch of the run logs"
+                   if rounds else
                    "median epoch of the run logs", fontsize=9)
     left.grid(alpha=0.3, axis="y")
     _error_panel(right, results, all_styles, "test_acc", _seconds, off)

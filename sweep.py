@@ -44,7 +44,7 @@ from errors import UserError, run_cli
 ROOT = Path(__file__).resolve().parent
 SWEPT_SCOPES = (train.RUN, train.SEED, train.SYSTEM)  # the train.py settings a sweep accepts
 LR_SCALINGS = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # lr factor from batch / base batch
-TIMING_ROUNDS, TIMING_FRACTION = 9, 0.5
+TIMING_ROUNDS, TIMING_FRACTION = 40, 0.05
 # The four sweep scripts try each value at these multiples of its learning rate and keep, per value, the
 # one with the best validation accuracy: a comparison at one shared learning rate measures that rate.
 TUNE = "0.3,1,3"
@@ -345,9 +345,11 @@ def _val_score(candidate):
 # ---------------------------------------------------------------------------- timing
 
 def time_values(results, threads, rounds=TIMING_ROUNDS, fraction=TIMING_FRACTION):
-    """Seconds per training epoch of each value, measured here, in one process: each value's training
-    steps in turn, over `fraction` of an epoch, `rounds` times after a warm-up round, so that the host's
-    load falls on every value alike. Returns {label: {"key", "median", "low", "high"}}."""
+    """Seconds per training epoch of each value, measured here, in one process: in each of `rounds`
+    rounds (after a warm-up round) every value trains `fraction` of an epoch in turn, starting each round
+    at the next value. A value's time in a round is divided by the round's geometric mean over values:
+    a change of the host's speed between rounds moves every value alike and cancels in that ratio.
+    Returns {label: {"key", "ratio", "median", "low", "high"}} (see drift_free)."""
     torch.set_num_threads(threads)
     data, setups = {}, []
     for r in results:
@@ -356,17 +358,34 @@ def time_values(results, threads, rounds=TIMING_ROUNDS, fraction=TIMING_FRACTION
         if source not in data:
             data[source] = train.load_data(config, config["device"])[1]
         x, y = data[source]["train"]
-        part = min(len(y), max(20 * config["batch_size"], int(fraction * len(y))))
+        part = min(len(y), max(4 * config["batch_size"], int(fraction * len(y))))
         setups.append((r, train.build_trainer(config, data[source], config["device"]), x[:part], y[:part],
                        math.ceil(len(y) / config["batch_size"])))
-    seconds = {r["label"]: [] for r in results}
+    spent_rounds = []
     for round_ in range(rounds + 1):
-        for r, trainer, x, y, steps in setups:
-            result, spent = train.timed_epoch(trainer, x, y, 0)
-            if round_:  # round 0 warms up: allocation, library start-up, compilation
-                seconds[r["label"]].append(spent / len(result.losses) * steps)
-    return {r["label"]: {"key": r["config_key"], "median": statistics.median(seconds[r["label"]]),
-                         "low": min(seconds[r["label"]]), "high": max(seconds[r["label"]])} for r in results}
+        spent = {}
+        for r, trainer, x, y, steps in setups[round_ % len(setups):] + setups[:round_ % len(setups)]:
+            result, seconds = train.timed_epoch(trainer, x, y, 0)
+            spent[r["label"]] = seconds / len(result.losses) * steps
+        if round_:  # round 0 warms up: allocation, library start-up, compilation
+            spent_rounds.append(spent)
+    timed = drift_free(spent_rounds)
+    return {r["label"]: {"key": r["config_key"], **timed[r["label"]]} for r in results}
+
+
+def drift_free(spent_rounds):
+    """Per-value timing figures from rounds of {label: seconds}, each round every value timed in turn:
+    {label: {"ratio", "median", "low", "high"}}. A value's seconds in a round over the round's geometric
+    mean cancel the host's speed of that round; "ratio" is the median of that over rounds, and the
+    seconds are the ratio's median and quartiles times the median round mean."""
+    means = [math.exp(statistics.mean(math.log(t) for t in spent.values())) for spent in spent_rounds]
+    mean = statistics.median(means)
+    timed = {}
+    for label in spent_rounds[0]:
+        ratios = [spent[label] / m for spent, m in zip(spent_rounds, means)]
+        low, median, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        timed[label] = {"ratio": median, "median": median * mean, "low": low * mean, "high": high * mean}
+    return timed
 
 
 def timings(results, path, args, threads):

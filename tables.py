@@ -105,8 +105,9 @@ def status_text(result):
     return "; ".join(parts) or "completed"
 
 
-def table_row(result, target, timing, mark, column):
-    """One row of the sweep table: mean ± std over the completed seeds of one value."""
+def table_row(result, target, timing, mark, column, fastest=None):
+    """One row of the sweep table: mean ± std over the completed seeds of one value; fastest is the
+    timing pass's seconds per epoch of the fastest value."""
     present, done = [r for r in result["runs"] if r], completed(result)
     reached = [t for t in (to_target(r, target) for r in done) if t]
     seconds, source = seconds_per_epoch(result, timing)
@@ -120,6 +121,7 @@ def table_row(result, target, timing, mark, column):
                                          if reached else "not reached" if done else ""),
         f"seconds_to_{100 * target:g}%": mean_std([s for _, s in reached], 1, 1) if reached else "",
         "seconds_per_epoch": "" if seconds is None else f"{seconds:.2f}" + ("" if source == "timing pass" else " (log)"),
+        "time_vs_fastest": f"{seconds / fastest:.2f}" if fastest and source == "timing pass" else "",
         "total_train_seconds": mean_std([r["summary"]["train_seconds"] for r in present], 1, 1),
         "status": status_text(result),
     }
@@ -138,9 +140,13 @@ def write_sweep_tables(results, candidates, timing, prefix, title, args):
     """<prefix>.csv and .md (a row per value), and with --tune-lr <prefix>_tuning.csv and .md (a row per
     value and learning rate). Returns the paths written."""
     marks = noise_marks(results)
-    rows = [table_row(r, args.target, timing, marks.get(r["label"]), args.column) for r in results]
-    how = (f"s/epoch: timing pass, median of {timing['rounds']} rounds in which every value's training steps "
-           f"ran in turn ({timing['threads']} thread(s), {timing['measured']}); '(log)': median epoch of the run logs"
+    timed = [seconds_per_epoch(r, timing) for r in results]
+    fastest = min((s for s, source in timed if source == "timing pass"), default=None)
+    rows = [table_row(r, args.target, timing, marks.get(r["label"]), args.column, fastest) for r in results]
+    how = (f"s/epoch: timing pass, {timing['rounds']} rounds in which every value trained "
+           f"{timing['fraction']:g} epoch in turn ({timing['threads']} thread(s), {timing['measured']}); a value's "
+           f"time in a round over the round's geometric mean, median over rounds, times the median round mean; "
+           f"time_vs_fastest: that median over the fastest value's; '(log)': median epoch of the run logs"
            if timing.get("rounds") else "s/epoch: median epoch of the run logs")
     caption = (f"{title}. Mean ± sample std over seeds (accuracy, loss, time to target: completed seeds "
                f"only). vs_best: Welch's t-test of the final test accuracies over seeds against the best "
@@ -236,7 +242,8 @@ def describe_base(base, points, args):
         lr = f"lr scaled with the batch ({args.lr_scaling})"
     else:
         lr = "default lr" if "optimizer" in varied and base["lr"] is None else show("lr", f"lr {config['lr']:g}")
-    hidden = "MLP " + "-".join(map(str, [784] + config["hidden"] + [10]))
+    hidden = "MLP " + "-".join(map(str, [config["crop"] ** 2] + config["hidden"] + [10])) + (
+        ", crop varied" if "crop" in varied else "")
     return (f"{config['dataset']}, {show('hidden', hidden)}, {show('activation', config['activation'])}, "
             f"{show('loss', 'loss ' + config['loss'])}, {show('optimizer', config['optimizer'])}, {lr}, "
             f"{config['schedule']} schedule, {show('batch_size', 'batch ' + str(config['batch_size']))}, "

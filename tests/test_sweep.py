@@ -3,6 +3,7 @@ rate diverges) is trained once for the module; the other tests check reuse, --pl
 --print-commands, the grid and bad inputs against it."""
 import csv
 import json
+import random
 import re
 import shlex
 import statistics
@@ -265,3 +266,17 @@ def test_variants_set_several_flags_each(swept):
     rows = read_table(out, "variants")
     assert [row["variant"] for row in rows] == ["plain", "wide and slow"]
     assert "1 reused" not in result.stdout and "4 runs: 2 reused, 2 to train" in result.stdout  # plain = lr 0.05
+
+
+def test_timing_divides_out_the_hosts_drift_between_rounds():
+    """Values timed in turn keep their true ratio and order while the host's speed swings by 2x between
+    rounds and each measurement carries 1% noise."""
+    rng = random.Random(0)
+    true = {"sgd": 1.00, "momentum": 1.02, "adam": 1.05}
+    spent_rounds = [{k: v * drift * rng.uniform(0.99, 1.01) for k, v in true.items()}
+                    for drift in (rng.uniform(0.5, 1.0) for _ in range(40))]
+    timed = sweep.drift_free(spent_rounds)
+    assert sorted(timed, key=lambda k: timed[k]["median"]) == ["sgd", "momentum", "adam"]
+    for k, v in true.items():
+        assert timed[k]["ratio"] / timed["sgd"]["ratio"] == pytest.approx(v, rel=0.005)
+        assert timed[k]["low"] <= timed[k]["median"] <= timed[k]["high"]
