@@ -285,9 +285,9 @@ def plot_time(results, timing, path, title):
     """Seconds per epoch of each value (the timing pass), and test error against training seconds."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
     all_styles, off = styles(len(results)), off_scale(results)
-    timed_all = [tables.seconds_per_epoch(r, timing) for r in results]
-    fastest = min((s for s, source in timed_all if source == "timing pass"), default=None)
-    for i, (result, style, (seconds, source)) in enumerate(zip(results, all_styles, timed_all)):
+    fastest = tables.fastest_seconds(results, timing)
+    for i, (result, style) in enumerate(zip(results, all_styles)):
+        seconds, source = tables.seconds_per_epoch(result, timing)
         if seconds is None:
             left.text(i, 0, "no finished\nepoch", ha="center", va="bottom", fontsize=8, color=style[0])
             continue

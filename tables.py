@@ -92,6 +92,12 @@ def seconds_per_epoch(result, timing):
     return (statistics.mean(logged), "run logs") if logged else (None, "")
 
 
+def fastest_seconds(results, timing):
+    """The timing pass's seconds per epoch of the fastest value it timed, None if it timed none."""
+    timed = [seconds_per_epoch(r, timing) for r in results]
+    return min((s for s, source in timed if source == "timing pass"), default=None)
+
+
 def status_text(result):
     """'completed', or which seeds diverged where, which are missing or unfinished."""
     parts = []
@@ -140,8 +146,7 @@ def write_sweep_tables(results, candidates, timing, prefix, title, args):
     """<prefix>.csv and .md (a row per value), and with --tune-lr <prefix>_tuning.csv and .md (a row per
     value and learning rate). Returns the paths written."""
     marks = noise_marks(results)
-    timed = [seconds_per_epoch(r, timing) for r in results]
-    fastest = min((s for s, source in timed if source == "timing pass"), default=None)
+    fastest = fastest_seconds(results, timing)
     rows = [table_row(r, args.target, timing, marks.get(r["label"]), args.column, fastest) for r in results]
     how = (f"s/epoch: timing pass, {timing['rounds']} rounds in which every value trained "
            f"{timing['fraction']:g} epoch in turn ({timing['threads']} thread(s), {timing['measured']}); a value's "
