@@ -252,4 +252,27 @@ def describe_base(base, points, args):
     return (f"{config['dataset']}, {show('hidden', hidden)}, {show('activation', config['activation'])}, "
             f"{show('loss', 'loss ' + config['loss'])}, {show('optimizer', config['optimizer'])}, {lr}, "
             f"{config['schedule']} schedule, {show('batch_size', 'batch ' + str(config['batch_size']))}, "
-            f"{show('epochs', str(config['epochs']) + ' epochs')}, {args.seeds} seed{'s' * (args.seeds > 1)}")
+            f"{show('epochs', str(config['epochs']) + ' epochs')}, "
+            + "".join(f"{text}, " for text in other_settings(base, varied))
+            + f"{args.seeds} seed{'s' * (args.seeds > 1)}")
+
+
+# Named in every title already, or not about what a run computes.
+_TITLED = {"dataset", "data_dir", "no_verify", "crop", "hidden", "activation", "loss", "optimizer", "lr",
+           "schedule", "batch_size", "epochs", "log_every"}
+
+
+def other_settings(base, varied):
+    """'norm batch', 'adversarial vat', 'rotate 10', 'val split varied', ...: every setting not titled
+    already that the sweep varies or that its base sets off its default, so a title names what sets its
+    runs apart."""
+    texts = []
+    for s in train.SETTINGS:
+        value, name = base.get(s.dest, s.default), s.dest.replace("_", " ")
+        if s.scope != train.RUN or s.dest in _TITLED:
+            continue
+        if s.dest in varied:
+            texts.append(f"{name} varied")
+        elif value not in (None, s.default):
+            texts.append(name if value is True else f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}")
+    return texts

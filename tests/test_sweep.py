@@ -8,6 +8,7 @@ import re
 import shlex
 import statistics
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,6 +17,7 @@ import plots
 import runs
 import sweep
 import tables
+import train
 from errors import UserError
 
 GOOD, BAD = "0.05", "1e6"  # plain SGD at lr 1e6 overflows within the first epoch
@@ -280,3 +282,13 @@ def test_timing_divides_out_the_hosts_drift_between_rounds():
     for k, v in true.items():
         assert timed[k]["ratio"] / timed["sgd"]["ratio"] == pytest.approx(v, rel=0.005)
         assert timed[k]["low"] <= timed[k]["median"] <= timed[k]["high"]
+
+
+def test_a_sweep_title_names_every_setting_off_its_default():
+    base = vars(train.build_parser().parse_args(["--norm", "batch", "--adversarial", "vat", "--adv-eps", "2",
+                                                 "--rotate", "10", "--hflip", "--dropout", "0.2"]))
+    args = SimpleNamespace(factors=[1.0], seeds=3, lr_scaling="linear")
+    title = tables.describe_base(base, [SimpleNamespace(settings={"dropout": 0.5})], args)
+    assert "norm batch, dropout varied, adversarial vat, adv eps 2, rotate 10, hflip, 3 seeds" in title
+    assert "dropout 0.2" not in title  # a varied setting is not named at its base value
+    assert "elastic" not in title and "shift" not in title  # settings at their defaults are not named
