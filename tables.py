@@ -273,6 +273,8 @@ def other_settings(base, varied):
             continue
         if s.dest in varied:
             texts.append(f"{name} varied")
+        elif value is True:  # a switch such as --hflip
+            texts.append(name)
         elif value not in (None, s.default):
-            texts.append(name if value is True else f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}")
+            texts.append(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}")
     return texts
