@@ -1,4 +1,10 @@
-"""Errors a user can fix, interrupts, and the wrapper that prints both without a traceback."""
+"""Errors a user can fix, and interrupts: every script's handling of both lives here.
+
+Three pieces: handle_interrupts() at the top of each script (before torch loads), critical() around a
+write that a signal must not cut in half, and run_cli() around main, which prints a UserError or an
+interrupt as one line instead of a traceback.
+"""
+import contextlib
 import os
 import signal
 import sys
@@ -14,16 +20,41 @@ def handle_interrupts():
     """From now on, Ctrl-C or SIGTERM ends the program with one line and exit code 130.
 
     Scripts call this first thing, before torch is imported: an interrupt while torch loads or the data
-    is read would otherwise print a traceback (SIGINT) or end silently (SIGTERM). Code that must finish
-    a write before stopping (train.py's epoch records) installs its own handlers on top.
+    is read would otherwise print a traceback (SIGINT) or end silently (SIGTERM). A write that must
+    finish before the program stops (train.py's epoch records) runs inside critical().
     """
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, _raise_interrupt)
+    catch_signals()
     sys.excepthook = _excepthook
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def catch_signals():
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt, held back inside critical()."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+_held = {"holding": False, "pending": False}
+
+
+def _on_signal(signum, frame):
+    if _held["holding"]:
+        _held["pending"] = True
+    else:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def critical():
+    """Hold back Ctrl-C and SIGTERM while the block runs (a write that must not stop halfway); an
+    interrupt that arrived meanwhile is raised when it ends."""
+    _held["holding"] = True
+    try:
+        yield
+    finally:
+        _held["holding"] = False
+    if _held["pending"]:
+        _held["pending"] = False
+        raise KeyboardInterrupt
 
 
 def _excepthook(kind, value, traceback):

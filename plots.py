@@ -67,7 +67,7 @@ def _band(ax, x, series, style, band=True):
 
 
 def _runs(result):
-    return [r for r in result["runs"] if r]
+    return [r for r in result.runs if r]
 
 
 def _metric(result, key):
@@ -86,7 +86,7 @@ def _diverged(result):
 
 def _label(result, show_lr):
     epochs = _diverged(result)
-    return (result["label"] + (f" (lr {result['lr']:g})" if show_lr else "")
+    return (result.label + (f" (lr {result.lr:g})" if show_lr else "")
             + (f", diverged at epoch {', '.join(map(str, epochs))}" if epochs else ""))
 
 
@@ -98,7 +98,7 @@ def _final_error(result):
 def off_scale(results):
     """Labels of the values left off the error axes: no completed seed, or a final test error more
     than OFF_SCALE points above the best value's."""
-    finals = {r["label"]: _final_error(r) for r in results}
+    finals = {r.label: _final_error(r) for r in results}
     known = [e for e in finals.values() if e is not None]
     best = min(known, default=0.0)
     return {label for label, e in finals.items() if e is None or e > best + OFF_SCALE}
@@ -136,7 +136,7 @@ def _mark_leaving(ax, x, mean, high, text, style):
 
 def _off_text(result):
     error = _final_error(result)
-    return f"{result['label']}: {error:.1f}% error" if error is not None else f"{result['label']}: no completed seed"
+    return f"{result.label}: {error:.1f}% error" if error is not None else f"{result.label}: no completed seed"
 
 
 def _mark_diverged(axes, result, colour):
@@ -215,12 +215,12 @@ def _error_panel(ax, results, all_styles, key, xs_of, off):
         series = _errors(result, key)
         x = xs_of(result, series)
         # An off-scale value's band would reach from its good seeds to its collapsed ones across the axis.
-        drawn[result["label"]] = (x, _band(ax, x, series, style, band=result["label"] not in off), style)
+        drawn[result.label] = (x, _band(ax, x, series, style, band=result.label not in off), style)
     low, high = _limits([mean for label, (_, mean, _) in drawn.items() if label not in off])
     _log_axis(ax, low, high)
     for result in results:
-        if result["label"] in off:
-            x, mean, style = drawn[result["label"]]
+        if result.label in off:
+            x, mean, style = drawn[result.label]
             _mark_leaving(ax, x, mean, high, _off_text(result), style)
     ax.grid(alpha=0.3, which="both")
     return low, high
@@ -256,23 +256,23 @@ def plot_acc(results, marks, path, title):
 def _ranking(ax, results, all_styles, marks, off):
     """Each value's final test error: seeds as dots, the mean as a large marker, best at the top.
     Filled: the best value and those within noise of it (Welch's t-test over seeds); hollow: lower."""
-    order = sorted(results, key=lambda r: (r["label"] in off, _final_error(r) if _final_error(r) is not None else 1e9))
-    seeds = {r["label"]: [100 * (1 - a) for a in tables.final_test_accs(r)] for r in results}
-    low, high = _limits([seeds[r["label"]] for r in results if r["label"] not in off], margin=1.08)
-    style_of = {r["label"]: s for r, s in zip(results, all_styles)}
+    order = sorted(results, key=lambda r: (r.label in off, _final_error(r) if _final_error(r) is not None else 1e9))
+    seeds = {r.label: [100 * (1 - a) for a in tables.final_test_accs(r)] for r in results}
+    low, high = _limits([seeds[r.label] for r in results if r.label not in off], margin=1.08)
+    style_of = {r.label: s for r, s in zip(results, all_styles)}
     for rank, r in enumerate(order):
-        colour = style_of[r["label"]][0]
-        if r["label"] in off:
+        colour = style_of[r.label][0]
+        if r.label in off:
             error = _final_error(r)
             ax.annotate(f"{error:.1f}% ▸" if error is not None else "none completed ▸", (1, rank), fontsize=8,
                         xycoords=("axes fraction", "data"), ha="right", va="center", color=colour)
             continue
-        values = seeds[r["label"]]
+        values = seeds[r.label]
         ax.plot(values, [rank] * len(values), "o", color=colour, markersize=3, alpha=0.6)
-        filled = marks.get(r["label"], "best").split()[0] in ("best", "within")
+        filled = marks.get(r.label, "best").split()[0] in ("best", "within")
         ax.plot([statistics.mean(values)], [rank], "D", markersize=8, color=colour,
                 markerfacecolor=colour if filled else "white", markeredgewidth=1.5)
-    ax.set_yticks(range(len(order)), [r["label"] for r in order], fontsize=8)
+    ax.set_yticks(range(len(order)), [r.label for r in order], fontsize=8)
     ax.set_ylim(len(order) - 0.5, -0.5)
     _log_axis(ax, low, high, axis="x")
     ax.grid(alpha=0.3, which="both", axis="x")
@@ -291,14 +291,14 @@ def plot_time(results, timing, path, title):
         if seconds is None:
             left.text(i, 0, "no finished\nepoch", ha="center", va="bottom", fontsize=8, color=style[0])
             continue
-        timed = timing.get("values", {}).get(result["label"]) if source == "timing pass" else None
+        timed = timing.get("values", {}).get(result.label) if source == "timing pass" else None
         spread = [[seconds - timed["low"]], [timed["high"] - seconds]] if timed else None
         left.bar(i, seconds, color=style[0], yerr=spread, capsize=3, hatch=None if timed else "//",
                  edgecolor="white")
         if timed:
             left.text(i, timed["high"], f"{seconds / fastest:.2f}x", ha="center", va="bottom", fontsize=7)
     left.set_xlim(-0.6, len(results) - 0.4)
-    left.set_xticks(range(len(results)), [r["label"] for r in results], rotation=30, ha="right", fontsize=8)
+    left.set_xticks(range(len(results)), [r.label for r in results], rotation=30, ha="right", fontsize=8)
     left.set_ylabel("training seconds per epoch")
     rounds = timing.get("rounds")
     left.set_title(f"timing pass: {rounds} rounds, values in turn, {timing['threads']} thread(s), drift between "
@@ -324,9 +324,9 @@ def sweep_plots(results, timing, prefix, title):
 def heatmap(results, path, title, names):
     """Final test accuracy (mean over completed seeds) of a two-setting grid, each cell annotated;
     a cell with no completed seed is grey and says why."""
-    rows = list(dict.fromkeys(r["point"].coords[0] for r in results))
-    cols = list(dict.fromkeys(r["point"].coords[1] for r in results))
-    cells = {r["point"].coords: r for r in results}
+    rows = list(dict.fromkeys(r.point.coords[0] for r in results))
+    cols = list(dict.fromkeys(r.point.coords[1] for r in results))
+    cells = {r.point.coords: r for r in results}
     grid = np.full((len(rows), len(cols)), np.nan)
     for (a, b), r in cells.items():
         finals = tables.final_test_accs(r)
@@ -341,7 +341,7 @@ def heatmap(results, path, title, names):
     for (a, b), r in cells.items():
         i, j = rows.index(a), cols.index(b)
         value, note = grid[i, j], tables.short_status(r)
-        text = (f"{value:.2f}" if np.isfinite(value) else "") + (f"\n(lr {r['lr']:g})" if with_lr else "") \
+        text = (f"{value:.2f}" if np.isfinite(value) else "") + (f"\n(lr {r.lr:g})" if with_lr else "") \
             + (f"\n({note})" if note else "")
         dark = np.isfinite(value) and image.norm(value) < 0.6
         ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")

@@ -8,13 +8,18 @@ A run is a folder <out>/runs/<name>/ holding
   model.pt       weights, optimizer and random state of the last finished epoch
 Plots and tables read only these files. <out>/runs/.claims/ holds one lock file per run key, so that
 two processes never train the same settings at once (see claim).
+
+This module is the format of that folder: starting one, what a checkpoint holds, trimming the logs back
+to a checkpoint for a resume, the summary, and the claims; train.py fills it, tables and plots read it.
 """
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import platform
 import socket
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +30,7 @@ from errors import UserError
 
 FORMAT_VERSION = 2
 FINISHED = ("completed", "diverged")
+ROOT = Path(__file__).resolve().parent
 
 
 def write_atomic(path, write):
@@ -122,7 +128,7 @@ def read_steps(path):
 
 
 def digest(settings):
-    """A short hash of a dict of settings: a run's identity (train.run_key says which settings)."""
+    """A short hash of a dict of settings: a run's identity (settings.run_key says which settings)."""
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -208,6 +214,145 @@ def index(out):
             (config.get("started", ""), run_dir, summary.get("status")))
     return {key: [(d, s) for _, d, s in sorted(rows)] for key, rows in found.items()}
 
+
+# ---------------------------------------------------------------------------- writing a run
+
+def check_out(out):
+    """Make sure <out>/runs can be written before any work is done."""
+    runs_dir = Path(out) / "runs"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        probe = runs_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror}); choose a writable folder "
+                        f"with --out") from None
+
+
+def environment(device):
+    """Versions and the git commit, saved with the config so a run can be repeated."""
+    info = {"torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "threads": torch.get_num_threads(),
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor()}
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                            text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    return info
+
+
+def start(config, key, data, tensors):
+    """Create a new run folder and write its config.json (every setting, the run key, the data's
+    checksums, the normalisation, the environment) and an empty steps.csv; returns its path."""
+    run_dir = _new_folder(config, key)
+    write_json(run_dir / "config.json", {
+        **config, "run_key": key, "data_md5": data["md5"], "data_source": data["source"],
+        "norm_mean": tensors["mean"], "norm_std": tensors["std"], "environment": environment(config["device"]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_steps(run_dir / "steps.csv", [])
+    return run_dir
+
+
+def _new_folder(config, key):
+    """Make the folder of a new run: <out>/runs/<--name>, or a name made from the settings."""
+    parent = Path(config["out"]) / "runs"
+    if config["name"]:
+        run_dir = parent / config["name"]
+        if run_dir.exists():
+            raise UserError(f"{run_dir} already exists; pick another --name, or continue it with "
+                            f"--resume {run_dir}")
+        run_dir.mkdir(parents=True)
+        return run_dir
+    base = run_name(config, key)
+    for attempt in range(1000):  # mkdir is atomic: two runs started in the same second both get a folder
+        run_dir = parent / (base if attempt == 0 else f"{base}-{attempt}")
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise UserError(f"{parent}: cannot find a free run folder name for {base}")
+
+
+def checkpoint(model, optimizer, ema_model, config, epoch, tensors):
+    """model.pt's content: weights (and averaged weights), optimizer and random state after `epoch`
+    epochs, the config and the normalisation test.py needs."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema_model": ema_model.state_dict() if ema_model is not None else None,
+            "config": config, "epoch": epoch, "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if config["device"] == "cuda" else None,
+            "norm_mean": tensors["mean"], "norm_std": tensors["std"]}
+
+
+def save_epoch(run_dir, row, steps, ckpt, metrics):
+    """Append a finished epoch to the run folder: metrics, step losses, checkpoint, summary."""
+    metrics.append(row)
+    append_jsonl(run_dir / "metrics.jsonl", row)
+    write_steps(run_dir / "steps.csv", steps, append=True)
+    save_checkpoint(run_dir / "model.pt", ckpt)
+    write_json(run_dir / "summary.json", summarise(metrics, "running"))
+
+
+def trim_to(run_dir, epoch):
+    """Cut metrics.jsonl and steps.csv back to the checkpoint's epoch (a resume starts there); returns
+    the metrics kept."""
+    metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] <= epoch]
+    if len(metrics) != epoch:
+        raise UserError(f"{run_dir}: metrics.jsonl has {len(metrics)} epochs but the checkpoint is "
+                        f"at epoch {epoch}; the folder is damaged, retrain the run")
+    write_jsonl(run_dir / "metrics.jsonl", metrics)
+    write_steps(run_dir / "steps.csv", [s for s in read_steps(run_dir / "steps.csv") if s[1] <= epoch])
+    return metrics
+
+
+def restore(run_dir, model, optimizer, ema_model, device):
+    """Load the last checkpoint of an interrupted run into the model, optimizer, averaged model and
+    random state, and trim the logs written after it; returns the metrics up to the checkpoint."""
+    ckpt_path, epoch = run_dir / "model.pt", 0
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if ema_model is not None:
+                ema_model.load_state_dict(ckpt["ema_model"])
+        except (KeyError, RuntimeError, ValueError, AttributeError) as e:
+            raise UserError(f"{ckpt_path}: does not match the run's config.json (another "
+                            f"architecture?): {_first_detail(e)}; put back this run's model.pt or "
+                            f"retrain the run") from None
+        torch.set_rng_state(ckpt["rng"])
+        if device == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"])
+        epoch = ckpt["epoch"]
+    return trim_to(run_dir, epoch)
+
+
+def _first_detail(error):
+    """The first line of a load_state_dict error that names a layer (its first line only says
+    'Error(s) in loading state_dict')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[1:] or lines or [type(error).__name__])[0].rstrip(".")
+
+
+def summarise(metrics, status, **extra):
+    """summary.json's content: the status and the last epoch's figures (final_<key> for each key of
+    the row), the best test accuracy, and the test accuracy at the best validation epoch."""
+    summary = {"status": status, "epochs_completed": len(metrics),
+               "train_seconds": metrics[-1]["elapsed_seconds"] if metrics else 0.0}
+    if metrics:
+        summary.update({f"final_{k}": v for k, v in metrics[-1].items() if k != "epoch" and "seconds" not in k})
+        best_test = max(metrics, key=lambda m: m["test_acc"])
+        summary.update(best_test_acc=best_test["test_acc"], best_test_epoch=best_test["epoch"])
+        if metrics[-1]["val_acc"] is not None:
+            best_val = max(metrics, key=lambda m: m["val_acc"])
+            summary.update(best_val_acc=best_val["val_acc"], best_val_epoch=best_val["epoch"],
+                           test_acc_at_best_val=best_val["test_acc"])
+    return {**summary, **extra}
+
+
+# ---------------------------------------------------------------------------- claims
 
 @contextlib.contextmanager
 def claim(out, key, say=print):

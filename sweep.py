@@ -21,7 +21,6 @@ if __name__ == "__main__":
     errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
 
 import concurrent.futures
-import json
 import math
 import os
 import shlex
@@ -33,27 +32,83 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
-
 import plots
 import runs
+import settings
 import tables
-import train
+import timing
 from errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent
-SWEPT_SCOPES = (train.RUN, train.SEED, train.SYSTEM)  # the train.py settings a sweep accepts
+SWEPT_SCOPES = (settings.RUN, settings.SEED, settings.SYSTEM)  # the train.py settings a sweep accepts
 LR_SCALINGS = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # lr factor from batch / base batch
-TIMING_ROUNDS, TIMING_FRACTION = 40, 0.05
 # The four sweep scripts try each value at these multiples of its learning rate and keep, per value, the
 # one with the best validation accuracy: a comparison at one shared learning rate measures that rate.
 TUNE = "0.3,1,3"
 
 
+# ---------------------------------------------------------------------------- records
+
 class Point(NamedTuple):
+    """One value of a sweep."""
     label: str         # how the value is shown in tables and legends
     settings: dict     # the train.py settings it changes, by name
     coords: tuple = ()  # its (row, column) labels in a grid
+
+
+class Sweep(NamedTuple):
+    """A parsed sweep command: what to train, and how to name and table it."""
+    name: str          # output folder <out>/<name>/ and file prefix
+    base: dict         # train.py's settings, as given to the sweep
+    points: list       # the values
+    column: str        # the table column naming the values
+    factors: list      # learning-rate factors tried per value ([1.0]: no tuning)
+    seeds: list        # the seeds every value is trained with
+    lr_scaling: str    # how a swept batch size scales the learning rate
+    target: float      # test accuracy of the time-to-accuracy columns
+
+
+class Job(NamedTuple):
+    """One train.py run of a sweep."""
+    point: Point
+    factor: float      # its learning rate over the value's own
+    seed: int
+    config: dict       # exactly what train.py will run
+    key: str           # settings.run_key(config)
+    argv: list         # the train.py flags that give config
+
+
+class Candidate(NamedTuple):
+    """One value at one learning rate, over seeds. The value's chosen candidate also holds the others
+    it was chosen from, in options."""
+    point: Point
+    factor: float
+    config: dict       # the first seed's config
+    runs: list         # runs.read_run of each seed's run, None where it is missing
+    seeds: list
+    options: tuple = ()
+
+    @property
+    def label(self):
+        return self.point.label
+
+    @property
+    def lr(self):
+        return self.config["lr"]
+
+    @property
+    def key(self):
+        """The run key of the first seed's run: names these settings in the timing pass."""
+        return settings.run_key(self.config)
+
+    @property
+    def val_score(self):
+        """Mean final validation accuracy over seeds, a seed that did not complete counting as 0;
+        None while none of its runs exists."""
+        if not any(self.runs):
+            return None
+        return statistics.mean((r["summary"]["final_val_acc"] or 0.0) if r and r["summary"].get("status") == "completed"
+                               else 0.0 for r in self.runs)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -62,7 +117,7 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
                  tune="1"):
     """train.py's settings (the base configuration) plus the sweep's own options. With `setting` the
     values come from --values (default `values`); without it, from the command line."""
-    p = train.build_parser(SWEPT_SCOPES, description)
+    p = settings.build_parser(SWEPT_SCOPES, description)
     p.epilog = ("Base configuration: train.py's settings as listed above (their defaults unless given); "
                 "every run differs from it only in the swept settings, the learning rate where tuned, and "
                 "--seed. Outputs go to <out>/<sweep>/, run folders to <out>/runs/, an index to <out>/runs.csv.")
@@ -84,8 +139,8 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
     g.add_argument("--tune-lr", default=tune, metavar="FACTORS",
                    help="learning-rate factors tried for each value, e.g. 0.3,1,3; per value the factor "
                         "with the best mean validation accuracy over seeds is kept (1: no tuning)")
-    g.add_argument("--seeds", type=train.POSITIVE_INT, default=3, help="seeds per value: --seed, --seed+1, ...")
-    g.add_argument("--jobs", type=train.POSITIVE_INT, default=1,
+    g.add_argument("--seeds", type=settings.POSITIVE_INT, default=3, help="seeds per value: --seed, --seed+1, ...")
+    g.add_argument("--jobs", type=settings.POSITIVE_INT, default=1,
                    help="runs trained at once, each with --threads cores/jobs")
     g.add_argument("--force", action="store_true", help="retrain even finished runs")
     g.add_argument("--plot-only", action="store_true",
@@ -94,7 +149,7 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
                    help="train nothing; measure the seconds per epoch of every value again, then plot")
     g.add_argument("--print-commands", action="store_true",
                    help="print one train.py command per missing or unfinished run, and train nothing")
-    g.add_argument("--target", type=train.FRACTION, default=0.97,
+    g.add_argument("--target", type=settings.FRACTION, default=0.97,
                    help="test accuracy (fraction) for the time-to-accuracy columns")
     g.add_argument("--sweep-name", default=None,
                    help="output folder <out>/<sweep-name>/ and file prefix (default: the settings' names)")
@@ -102,22 +157,24 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
 
 
 def parse_cli(argv=None, setting=None, values=None, description=None, lr_scaling="none", tune="1"):
-    """Parse a sweep command line into (sweep options, base settings, points, sweep name)."""
+    """Parse a sweep command line into (the sweep, the command's options)."""
     args = build_parser(description or __doc__.split("\n")[0], setting, values, lr_scaling, tune).parse_args(argv)
-    base = {s.dest: getattr(args, s.dest) if s.scope in SWEPT_SCOPES else s.default for s in train.SETTINGS}
+    base = {s.dest: getattr(args, s.dest) if s.scope in SWEPT_SCOPES else s.default for s in settings.SETTINGS}
     if setting:
         axes = [(setting, [v.strip() for v in args.values.split(",") if v.strip()])]
     else:
         axes = _axes(args)
     points = variant_points(args.variants) if not setting and args.variants else cross(axes)
-    if getattr(args, "lr_scaling", "none") != "none":
-        points = scale_lr(points, base, args.lr_scaling)
-    args.factors = _factors(args.tune_lr)
-    if len(args.factors) > 1 and not base["val_split"]:
+    scaling = getattr(args, "lr_scaling", "none")
+    if scaling != "none":
+        points = scale_lr(points, base, scaling)
+    factors = _factors(args.tune_lr)
+    if len(factors) > 1 and not base["val_split"]:
         raise UserError("--tune-lr chooses on the validation set: give --val-split N with N > 0")
-    args.column = " / ".join(_dest(n) for n, _ in axes) or "variant"
     name = args.sweep_name or ("variants" if not axes else "_x_".join(_dest(n) for n, _ in axes))
-    return args, base, points, name
+    column = " / ".join(_dest(n) for n, _ in axes) or "variant"
+    seeds = list(range(base["seed"], base["seed"] + args.seeds))
+    return Sweep(name, base, points, column, factors, seeds, scaling, args.target), args
 
 
 def _axes(args):
@@ -145,9 +202,9 @@ def _grid_axis(text):
 def _dest(name):
     """The setting a sweep may vary, from a name such as lr, --lr, batch_size or batch-size."""
     dest = name.lstrip("-").replace("-", "_")
-    setting = train.SETTING.get(dest)
-    if setting is None or setting.scope != train.RUN or setting.switch:
-        choices = ", ".join(s.dest for s in train.SETTINGS if s.scope == train.RUN and not s.switch)
+    setting = settings.SETTING.get(dest)
+    if setting is None or setting.scope != settings.RUN or setting.switch:
+        choices = ", ".join(s.dest for s in settings.SETTINGS if s.scope == settings.RUN and not s.switch)
         raise UserError(f"cannot sweep {name!r}; choose a train.py setting: {choices} (seeds: use --seeds)")
     return dest
 
@@ -161,14 +218,14 @@ def cross(axes):
             raise UserError(f"no values given for {name}; e.g. python sweep.py lr 0.01 0.1")
         if len(set(texts)) != len(texts):
             raise UserError(f"{name}: a value is given twice in {', '.join(texts)}")
-        points = [Point(" / ".join(filter(None, [p.label, text])), {**p.settings, dest: train.parse_value(dest, text)},
+        points = [Point(" / ".join(filter(None, [p.label, text])), {**p.settings, dest: settings.parse_value(dest, text)},
                         p.coords + (text,)) for p in points for text in texts]
     return points
 
 
 def variant_points(texts):
     """Points from 'LABEL=FLAGS' texts: each sets the train.py flags it names, on top of the base."""
-    parser = train.build_parser((train.RUN,), given_only=True)
+    parser = settings.build_parser((settings.RUN,), given_only=True)
     points = []
     for text in texts:
         label, sep, flags = text.partition("=")
@@ -183,7 +240,7 @@ def variant_points(texts):
 def scale_lr(points, base, mode):
     """Couple the learning rate to the batch size: each point that sets a batch size gets the base
     learning rate times f(batch size / base batch size), f linear or square root."""
-    base_lr = train.make_config(base)["lr"]
+    base_lr = settings.make_config(base)["lr"]
     return [p._replace(settings={**p.settings, "lr": _round(base_lr * LR_SCALINGS[mode](
                 p.settings["batch_size"] / base["batch_size"]))}) if "batch_size" in p.settings else p
             for p in points]
@@ -206,56 +263,53 @@ def _round(x):
 
 # ---------------------------------------------------------------------------- planning
 
-def plan(points, base, args):
-    """One job per (seed, point, lr factor), seed by seed: its config, train.py flags and what to do
-    (reuse a finished run, resume an unfinished one, or train)."""
-    index = runs.index(base["out"])
-    jobs = []
-    for seed in range(base["seed"], base["seed"] + args.seeds):
-        for point in points:
-            for factor in args.factors:
-                argv = train.to_argv(job_settings(base, point, factor, seed))
-                config = train.parse_config(argv)  # exactly what train.py will run, so the keys agree
-                key = train.run_key(config)
-                found = index.get(key, [])
-                finished = any(status in runs.FINISHED for _, status in found)
-                action = "train" if args.force or not found else "reuse" if finished else "resume"
-                jobs.append({"point": point, "factor": factor, "seed": seed, "argv": argv, "config": config,
-                             "key": key, "action": action})
-    return jobs
+def plan(sweep):
+    """One job per (seed, point, lr factor), seed by seed. Pure: reads no file."""
+    return [job(sweep.base, point, factor, seed)
+            for seed in sweep.seeds for point in sweep.points for factor in sweep.factors]
 
 
-def job_settings(base, point, factor, seed):
-    """The settings of one run: the base, the point's settings, the seed, the lr times factor."""
-    settings = {**base, **point.settings, "seed": seed}
+def job(base, point, factor, seed):
+    """The run of one point at one lr factor and seed: the base, the point's settings, the seed, the
+    lr times factor."""
+    values = {**base, **point.settings, "seed": seed}
     if factor != 1:
-        settings["lr"] = _round(train.make_config(settings)["lr"] * factor)
-    return settings
+        values["lr"] = _round(settings.make_config(values)["lr"] * factor)
+    config = settings.make_config(values)
+    return Job(point, factor, seed, config, settings.run_key(config), settings.to_argv(values))
+
+
+def actions(jobs, out, force=False):
+    """What each job needs, from the run folders under out: "reuse" a finished run, "resume" an
+    unfinished one, or "train"."""
+    index = runs.index(out)
+    found = [index.get(j.key, []) for j in jobs]
+    return ["train" if force or not f else "reuse" if any(s in runs.FINISHED for _, s in f) else "resume"
+            for f in found]
 
 
 def command(job, threads=None, force=False):
     """The train.py command line of a job, as a list."""
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    given = "--threads" in job["argv"]  # a sweep's own --threads is already among the run's settings
+    given = "--threads" in job.argv  # a sweep's own --threads is already among the run's settings
     extra = (["--threads", str(threads)] if threads and not given else []) + ([] if force else ["--once"])
-    return [python, os.path.relpath(ROOT / "train.py"), *job["argv"], *extra, "--quiet"]
+    return [python, os.path.relpath(ROOT / "train.py"), *job.argv, *extra, "--quiet"]
 
 
 # ---------------------------------------------------------------------------- running
 
-def execute(jobs, n_parallel, threads, force):
-    """Run the jobs' train.py subprocesses, n_parallel at a time, printing progress. Returns the
-    number of runs that failed (crashed or exited with an error)."""
-    todo = [j for j in jobs if j["action"] != "reuse"]
-    print(f"{len(jobs)} runs: {len(jobs) - len(todo)} reused, {len(todo)} to train")
+def execute(todo, total, n_parallel, threads, force):
+    """Run the (job, action) pairs' train.py subprocesses, n_parallel at a time, printing progress.
+    Returns the number of runs that failed (crashed or exited with an error)."""
+    print(f"{total} runs: {total - len(todo)} reused, {len(todo)} to train")
     durations, failed, lock, stop = [], [], threading.Lock(), threading.Event()
     started = time.perf_counter()
 
-    def work(number, job):
+    def work(number, job, action):
         if stop.is_set():
             return
         with lock:
-            print(f"[{number}/{len(todo)}] {job['action']} {describe_job(job)}  "
+            print(f"[{number}/{len(todo)}] {action} {describe_job(job)}  "
                   f"({_eta(durations, len(todo) - number + 1, n_parallel)}, "
                   f"{_duration(time.perf_counter() - started)} so far)", flush=True)
         t0 = time.perf_counter()
@@ -271,7 +325,7 @@ def execute(jobs, n_parallel, threads, force):
 
     with concurrent.futures.ThreadPoolExecutor(n_parallel) as pool:
         try:
-            for future in [pool.submit(work, i, job) for i, job in enumerate(todo, 1)]:
+            for future in [pool.submit(work, i, job, action) for i, (job, action) in enumerate(todo, 1)]:
                 future.result()
         except KeyboardInterrupt:
             stop.set()
@@ -284,8 +338,8 @@ def execute(jobs, n_parallel, threads, force):
 
 
 def describe_job(job):
-    lr = f" lr {job['config']['lr']:g}" if job["factor"] != 1 or "lr" in job["point"].settings else ""
-    return f"{job['point'].label}{lr} seed {job['seed']}"
+    lr = f" lr {job.config['lr']:g}" if job.factor != 1 or "lr" in job.point.settings else ""
+    return f"{job.point.label}{lr} seed {job.seed}"
 
 
 def _eta(durations, left, n_parallel):
@@ -301,147 +355,75 @@ def _duration(seconds):
 # ---------------------------------------------------------------------------- results
 
 def collect(jobs, out):
-    """Read back each job's run (the newest finished one with its key, else the newest). Returns one
-    candidate per (point, lr factor): {"label", "point", "factor", "lr", "config", "runs", "seeds"},
-    runs holding None where a run is missing."""
+    """Read back each job's run (the newest finished one with its key, else the newest): one
+    Candidate per (point, lr factor), its runs None where a run is missing."""
     index = runs.index(out)
-    candidates = {}
-    for job in sorted(jobs, key=lambda j: j["seed"]):
-        found = index.get(job["key"], [])
+    grouped = {}
+    for j in sorted(jobs, key=lambda j: j.seed):
+        found = index.get(j.key, [])
         finished = [d for d, status in found if status in runs.FINISHED]
         run_dir = finished[-1] if finished else found[-1][0] if found else None
-        candidate = candidates.setdefault((job["point"].label, job["factor"]), {
-            "label": job["point"].label, "point": job["point"], "factor": job["factor"],
-            "lr": job["config"]["lr"], "config": job["config"], "runs": [], "seeds": []})
-        candidate["runs"].append(runs.read_run(run_dir) if run_dir else None)
-        candidate["seeds"].append(job["seed"])
-    return list(candidates.values())
+        group = grouped.setdefault((j.point.label, j.factor), (j, [], []))
+        group[1].append(runs.read_run(run_dir) if run_dir else None)
+        group[2].append(j.seed)
+    return [Candidate(first.point, first.factor, first.config, found, seeds)
+            for first, found, seeds in grouped.values()]
 
 
 def choose(candidates):
     """Per value, the candidate whose learning rate gave the best mean final validation accuracy over
-    seeds (a seed that did not complete counts as 0). Test accuracy plays no part in the choice."""
+    seeds (a seed that did not complete counts as 0), holding all of the value's candidates in options.
+    Test accuracy plays no part in the choice."""
     by_label = {}
     for c in candidates:
-        c["val_score"] = _val_score(c)
-        by_label.setdefault(c["label"], []).append(c)
+        by_label.setdefault(c.label, []).append(c)
     chosen = []
     for options in by_label.values():
-        scored = [c for c in options if c["val_score"] is not None] or options
-        best = max(scored, key=lambda c: c["val_score"] or 0.0)
-        chosen.append({**best, "options": options})
+        scored = [c for c in options if c.val_score is not None] or options
+        best = max(scored, key=lambda c: c.val_score or 0.0)
+        chosen.append(best._replace(options=tuple(options)))
     return chosen
-
-
-def _val_score(candidate):
-    """Mean final validation accuracy over seeds, a seed that did not complete counting as 0; None
-    while none of its runs exists."""
-    if not any(candidate["runs"]):
-        return None
-    return statistics.mean((r["summary"]["final_val_acc"] or 0.0) if r and r["summary"].get("status") == "completed"
-                           else 0.0 for r in candidate["runs"])
-
-
-# ---------------------------------------------------------------------------- timing
-
-def time_values(results, threads, rounds=TIMING_ROUNDS, fraction=TIMING_FRACTION):
-    """Seconds per training epoch of each value, measured here, in one process: in each of `rounds`
-    rounds (after a warm-up round) every value trains `fraction` of an epoch in turn, starting each round
-    at the next value. A value's time in a round is divided by the round's geometric mean over values:
-    a change of the host's speed between rounds moves every value alike and cancels in that ratio.
-    Returns {label: {"key", "ratio", "median", "low", "high"}} (see drift_free)."""
-    torch.set_num_threads(threads)
-    data, setups = {}, []
-    for r in results:
-        config = {**r["config"], "device": train.resolve_device(r["config"]["device"]), "quiet": True}
-        source = tuple(config[k] for k in ("dataset", "data_dir", "no_verify", "val_split", "normalize", "crop", "device"))
-        if source not in data:
-            data[source] = train.load_data(config, config["device"])[1]
-        x, y = data[source]["train"]
-        part = min(len(y), max(4 * config["batch_size"], int(fraction * len(y))))
-        setups.append((r, train.build_trainer(config, data[source], config["device"]), x[:part], y[:part],
-                       math.ceil(len(y) / config["batch_size"])))
-    spent_rounds = []
-    for round_ in range(rounds + 1):
-        spent = {}
-        for r, trainer, x, y, steps in setups[round_ % len(setups):] + setups[:round_ % len(setups)]:
-            result, seconds = train.timed_epoch(trainer, x, y, 0)
-            spent[r["label"]] = seconds / len(result.losses) * steps
-        if round_:  # round 0 warms up: allocation, library start-up, compilation
-            spent_rounds.append(spent)
-    timed = drift_free(spent_rounds)
-    return {r["label"]: {"key": r["config_key"], **timed[r["label"]]} for r in results}
-
-
-def drift_free(spent_rounds):
-    """Per-value timing figures from rounds of {label: seconds}, each round every value timed in turn:
-    {label: {"ratio", "median", "low", "high"}}. A value's seconds in a round over the round's geometric
-    mean cancel the host's speed of that round; "ratio" is the median of that over rounds, and the
-    seconds are the ratio's median and quartiles times the median round mean."""
-    means = [math.exp(statistics.mean(math.log(t) for t in spent.values())) for spent in spent_rounds]
-    mean = statistics.median(means)
-    timed = {}
-    for label in spent_rounds[0]:
-        ratios = [spent[label] / m for spent, m in zip(spent_rounds, means)]
-        low, median, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-        timed[label] = {"ratio": median, "median": median * mean, "low": low * mean, "high": high * mean}
-    return timed
-
-
-def timings(results, path, args, threads):
-    """The saved timing pass of these values, measured anew where --retime asks or a value's settings
-    have none; {} under --plot-only when there is none."""
-    saved = json.loads(path.read_text()) if path.exists() else {"values": {}}
-    fresh = all(saved["values"].get(r["label"], {}).get("key") == r["config_key"] for r in results)
-    if args.retime or (not fresh and not args.plot_only):
-        print(f"timing pass: each value's training steps in turn, {TIMING_ROUNDS} rounds of "
-              f"{TIMING_FRACTION:g} epoch, {threads} thread(s)", flush=True)
-        saved = {"threads": threads, "rounds": TIMING_ROUNDS, "fraction": TIMING_FRACTION,
-                 "measured": time.strftime("%Y-%m-%d %H:%M"), "values": time_values(results, threads)}
-        runs.write_json(path, saved)
-    return saved
 
 
 # ---------------------------------------------------------------------------- the command
 
 def run_sweep(argv=None, setting=None, values=None, description=None, lr_scaling="none", tune="1"):
     """The sweep command: plan, train what is missing, time, then write tables, plots and runs.csv."""
-    args, base, points, name = parse_cli(argv, setting, values, description, lr_scaling, tune)
+    sweep, args = parse_cli(argv, setting, values, description, lr_scaling, tune)
+    out = sweep.base["out"]
     if not args.plot_only:
-        train.check_out(base["out"])
-    jobs = plan(points, base, args)
+        runs.check_out(out)
+    jobs = plan(sweep)
+    todo = [(j, a) for j, a in zip(jobs, actions(jobs, out, args.force)) if a != "reuse"]
     if args.print_commands:
-        for job in jobs:
-            if job["action"] != "reuse" or args.force:
-                print(shlex.join(command(job, force=args.force)))
+        for j, _ in todo:
+            print(shlex.join(command(j, force=args.force)))
         return 0
-    threads = base["threads"] or max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = sweep.base["threads"] or max(1, (os.cpu_count() or 1) // args.jobs)
     failed = 0
     if not (args.plot_only or args.retime):
-        failed = execute(jobs, args.jobs, threads, args.force)
-    report(jobs, base, args, points, name, threads)
+        failed = execute(todo, len(jobs), args.jobs, threads, args.force)
+    report(sweep, jobs, threads, args)
     return 1 if failed else 0
 
 
-def report(jobs, base, args, points, name, threads):
+def report(sweep, jobs, threads, args):
     """Write the tables and plots of a sweep into <out>/<name>/, and <out>/runs.csv."""
-    folder = Path(base["out"]) / name
+    out, name = sweep.base["out"], sweep.name
+    folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    candidates = collect(jobs, base["out"])
+    candidates = collect(jobs, out)
     results = choose(candidates)
-    for r in results:
-        r["config_key"] = train.run_key(r["config"])
-    timing = timings(results, folder / f"{name}_timing.json", args, threads)
-    title = f"{name}: {tables.describe_base(base, points, args)}"
-    outputs = tables.write_sweep_tables(results, candidates, timing, folder / name, title, args)
-    outputs += plots.sweep_plots(results, timing, folder / name, title)
-    grid = len(points[0].coords) == 2
-    if grid:
-        outputs += tables.write_grid(results, folder / f"{name}_grid", title, args.column.split(" / ")[0])
-        outputs.append(plots.heatmap(results, folder / f"{name}_heatmap.png", title, args.column.split(" / ")))
-    tables.write_index(base["out"])
+    timed = timing.timings(results, folder / f"{name}_timing.json", threads, args.retime, args.plot_only)
+    title = f"{name}: {tables.describe_base(sweep)}"
+    outputs = tables.write_sweep_tables(results, candidates, timed, folder / name, title, sweep)
+    outputs += plots.sweep_plots(results, timed, folder / name, title)
+    if len(sweep.points[0].coords) == 2:
+        outputs += tables.write_grid(results, folder / f"{name}_grid", title, sweep.column.split(" / ")[0])
+        outputs.append(plots.heatmap(results, folder / f"{name}_heatmap.png", title, sweep.column.split(" / ")))
+    tables.write_index(out)
     print(Path(folder / f"{name}.md").read_text())
-    print("wrote " + ", ".join(map(str, outputs)) + f" and {Path(base['out']) / 'runs.csv'}")
+    print("wrote " + ", ".join(map(str, outputs)) + f" and {Path(out) / 'runs.csv'}")
 
 
 def cli(setting, values, description, lr_scaling="none", tune="1"):

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 import runs
-import train
+import settings
 
 P_DIFFERENT = 0.05  # Welch's t-test p-value under which a value counts as different from the best
 
@@ -25,7 +25,7 @@ def mean_std(values, scale=1.0, digits=2):
 
 def completed(result):
     """The runs of a value that completed (not diverged, interrupted or missing)."""
-    return [r for r in result["runs"] if r and r["summary"].get("status") == "completed"]
+    return [r for r in result.runs if r and r["summary"].get("status") == "completed"]
 
 
 def final_test_accs(result):
@@ -58,7 +58,7 @@ def t_tail(t, df, steps=4000):
 def noise_marks(results):
     """Per value: 'best', 'within noise (p 0.31)' or 'lower (p 0.004)': Welch's t-test of its final
     test accuracies over seeds against those of the value with the best mean."""
-    finals = {r["label"]: final_test_accs(r) for r in results}
+    finals = {r.label: final_test_accs(r) for r in results}
     ranked = [label for label, values in finals.items() if len(values) >= 2]
     if not ranked:
         return {}
@@ -85,10 +85,10 @@ def to_target(run, target):
 def seconds_per_epoch(result, timing):
     """(seconds per epoch, where from): the timing pass's median where it timed these settings, else
     the median epoch of each run's log, averaged over seeds."""
-    timed = timing.get("values", {}).get(result["label"])
-    if timed and timed["key"] == result["config_key"]:
+    timed = timing.get("values", {}).get(result.label)
+    if timed and timed["key"] == result.key:
         return timed["median"], "timing pass"
-    logged = [statistics.median(m["epoch_seconds"] for m in r["metrics"]) for r in result["runs"] if r and r["metrics"]]
+    logged = [statistics.median(m["epoch_seconds"] for m in r["metrics"]) for r in result.runs if r and r["metrics"]]
     return (statistics.mean(logged), "run logs") if logged else (None, "")
 
 
@@ -101,7 +101,7 @@ def fastest_seconds(results, timing):
 def status_text(result):
     """'completed', or which seeds diverged where, which are missing or unfinished."""
     parts = []
-    for run, seed in zip(result["runs"], result["seeds"]):
+    for run, seed in zip(result.runs, result.seeds):
         status = run["summary"].get("status") if run else "missing"
         if status == "diverged":
             s = run["summary"]
@@ -114,12 +114,12 @@ def status_text(result):
 def table_row(result, target, timing, mark, column, fastest=None):
     """One row of the sweep table: mean ± std over the completed seeds of one value; fastest is the
     timing pass's seconds per epoch of the fastest value."""
-    present, done = [r for r in result["runs"] if r], completed(result)
+    present, done = [r for r in result.runs if r], completed(result)
     reached = [t for t in (to_target(r, target) for r in done) if t]
     seconds, source = seconds_per_epoch(result, timing)
-    row = {column: result["label"], "lr": f"{result['lr']:g}"}  # the value's own column wins if it is lr
-    return {**row, **{column: result["label"]},
-        "completed": f"{len(done)}/{len(result['runs'])}",
+    row = {column: result.label, "lr": f"{result.lr:g}"}  # the value's own column wins if it is lr
+    return {**row, **{column: result.label},
+        "completed": f"{len(done)}/{len(result.runs)}",
         "final_test_acc_%": mean_std(final_test_accs(result), 100), "vs_best": mark or "",
         "best_test_acc_%": mean_std([r["summary"]["best_test_acc"] for r in done], 100),
         "final_test_loss": mean_std([r["summary"]["final_test_loss"] for r in done], 1, 4),
@@ -142,12 +142,12 @@ def final_columns(result):
     return {k: mean_std([r["summary"][k] for r in done if r["summary"].get(k) is not None], 1, 6) for k in keys}
 
 
-def write_sweep_tables(results, candidates, timing, prefix, title, args):
+def write_sweep_tables(results, candidates, timing, prefix, title, sweep):
     """<prefix>.csv and .md (a row per value), and with --tune-lr <prefix>_tuning.csv and .md (a row per
     value and learning rate). Returns the paths written."""
     marks = noise_marks(results)
     fastest = fastest_seconds(results, timing)
-    rows = [table_row(r, args.target, timing, marks.get(r["label"]), args.column, fastest) for r in results]
+    rows = [table_row(r, sweep.target, timing, marks.get(r.label), sweep.column, fastest) for r in results]
     how = (f"s/epoch: timing pass, {timing['rounds']} rounds in which every value trained "
            f"{timing['fraction']:g} epoch in turn ({timing['threads']} thread(s), {timing['measured']}); a value's "
            f"time in a round over the round's geometric mean, median over rounds, times the median round mean; "
@@ -155,12 +155,12 @@ def write_sweep_tables(results, candidates, timing, prefix, title, args):
            if timing.get("rounds") else "s/epoch: median epoch of the run logs")
     caption = (f"{title}. Mean ± sample std over seeds (accuracy, loss, time to target: completed seeds "
                f"only). vs_best: Welch's t-test of the final test accuracies over seeds against the best "
-               f"value's; 'lower' where p < {P_DIFFERENT}. Time to {100 * args.target:g}% test accuracy and "
+               f"value's; 'lower' where p < {P_DIFFERENT}. Time to {100 * sweep.target:g}% test accuracy and "
                f"seconds count training only, not evaluation; {how}.")
     write_tables(rows, prefix, caption, extra=[final_columns(r) for r in results])
     paths = [f"{prefix}.csv", f"{prefix}.md"]
-    if len(args.factors) > 1:
-        write_tables(tuning_rows(candidates, results, args.column), f"{prefix}_tuning",
+    if len(sweep.factors) > 1:
+        write_tables(tuning_rows(candidates, results, sweep.column), f"{prefix}_tuning",
                      f"Learning rate per value, {title}: mean final validation accuracy (%) over seeds for each "
                      f"lr tried (a seed that did not complete counts as 0); * marks the lr kept. The test set "
                      f"plays no part in the choice.")
@@ -170,12 +170,12 @@ def write_sweep_tables(results, candidates, timing, prefix, title, args):
 
 def tuning_rows(candidates, results, column):
     """A row per value, a column per lr factor: the mean final validation accuracy, * on the choice."""
-    chosen = {(r["label"], r["factor"]) for r in results}
+    chosen = {(r.label, r.factor) for r in results}
     rows = {}
     for c in candidates:
-        score = "" if c["val_score"] is None else f"{100 * c['val_score']:.2f}"
-        star = "*" if (c["label"], c["factor"]) in chosen else ""
-        rows.setdefault(c["label"], {column: c["label"]})[f"x{c['factor']:g}"] = f"{score}{star} (lr {c['lr']:g})"
+        score = "" if c.val_score is None else f"{100 * c.val_score:.2f}"
+        star = "*" if (c.label, c.factor) in chosen else ""
+        rows.setdefault(c.label, {column: c.label})[f"x{c.factor:g}"] = f"{score}{star} (lr {c.lr:g})"
     return list(rows.values())
 
 
@@ -201,14 +201,14 @@ def write_csv(path, rows, fields):
 
 def short_status(result):
     """'2 diverged', '1 missing', ...: the seeds that did not complete, counted by status."""
-    statuses = [r["summary"].get("status") if r else "missing" for r in result["runs"]]
+    statuses = [r["summary"].get("status") if r else "missing" for r in result.runs]
     return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses) if s != "completed")
 
 
 def show_lr(results):
     """Whether to name each value's learning rate: where it differs between values and is not the
     value itself (tables, legends and heatmap cells alike)."""
-    return len({r["lr"] for r in results}) > 1 and any(set(r["point"].settings) != {"lr"} for r in results)
+    return len({r.lr for r in results}) > 1 and any(set(r.point.settings) != {"lr"} for r in results)
 
 
 def write_grid(results, prefix, title, rows_name):
@@ -217,8 +217,8 @@ def write_grid(results, prefix, title, rows_name):
     rate where show_lr says so."""
     rows, with_lr = {}, show_lr(results)
     for r in results:
-        a, b = r["point"].coords
-        notes = ", ".join(filter(None, [f"lr {r['lr']:g}" if with_lr else "", short_status(r)]))
+        a, b = r.point.coords
+        notes = ", ".join(filter(None, [f"lr {r.lr:g}" if with_lr else "", short_status(r)]))
         cell = " ".join(filter(None, [mean_std(final_test_accs(r), 100), f"({notes})" if notes else ""]))
         rows.setdefault(a, {rows_name: a})[b] = cell
     write_tables(list(rows.values()), prefix, f"Final test accuracy (%), {title}.")
@@ -229,22 +229,23 @@ def write_index(out):
     """<out>/runs.csv: one row per run folder, its settings and final figures (pandas.read_csv)."""
     rows = []
     for run_dir, config, summary in runs.scan(out):
-        settings = {k: train.format_value(v) for k, v in config.items() if not isinstance(v, dict)}
+        values = {k: settings.format_value(v) for k, v in config.items() if not isinstance(v, dict)}
         rows.append({"run": run_dir.name, "status": summary.get("status"),
-                     **{k: v for k, v in summary.items() if k not in ("status", "resume")}, **settings})
+                     **{k: v for k, v in summary.items() if k not in ("status", "resume")}, **values})
     if rows:
         write_csv(Path(out) / "runs.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
 
 
-def describe_base(base, points, args):
+def describe_base(sweep):
     """A short text naming the base configuration, for plot titles and table captions."""
-    config = train.make_config(base)
-    varied = set().union(*(p.settings for p in points))
+    base = sweep.base
+    config = settings.make_config(base)
+    varied = set().union(*(p.settings for p in sweep.points))
     show = lambda dest, text: f"{dest.replace('_', ' ')} varied" if dest in varied else text  # noqa: E731
-    if len(args.factors) > 1:
-        lr = f"lr tuned per value (x{', x'.join(f'{f:g}' for f in args.factors)}, chosen on validation)"
+    if len(sweep.factors) > 1:
+        lr = f"lr tuned per value (x{', x'.join(f'{f:g}' for f in sweep.factors)}, chosen on validation)"
     elif "lr" in varied and "batch_size" in varied:
-        lr = f"lr scaled with the batch ({args.lr_scaling})"
+        lr = f"lr scaled with the batch ({sweep.lr_scaling})"
     else:
         lr = "default lr" if "optimizer" in varied and base["lr"] is None else show("lr", f"lr {config['lr']:g}")
     hidden = "MLP " + "-".join(map(str, [config["crop"] ** 2] + config["hidden"] + [10])) + (
@@ -254,7 +255,7 @@ def describe_base(base, points, args):
             f"{config['schedule']} schedule, {show('batch_size', 'batch ' + str(config['batch_size']))}, "
             f"{show('epochs', str(config['epochs']) + ' epochs')}, "
             + "".join(f"{text}, " for text in other_settings(base, varied))
-            + f"{args.seeds} seed{'s' * (args.seeds > 1)}")
+            + f"{len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}")
 
 
 # Named in every title already, or not about what a run computes.
@@ -267,9 +268,9 @@ def other_settings(base, varied):
     already that the sweep varies or that its base sets off its default, so a title names what sets its
     runs apart."""
     texts = []
-    for s in train.SETTINGS:
+    for s in settings.SETTINGS:
         value, name = base.get(s.dest, s.default), s.dest.replace("_", " ")
-        if s.scope != train.RUN or s.dest in _TITLED:
+        if s.scope != settings.RUN or s.dest in _TITLED:
             continue
         if s.dest in varied:
             texts.append(f"{name} varied")

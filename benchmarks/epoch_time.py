@@ -35,6 +35,7 @@ from tqdm import tqdm  # noqa: E402
 
 import dataloader  # noqa: E402
 import runs  # noqa: E402
+import settings  # noqa: E402
 import train  # noqa: E402
 from errors import run_cli  # noqa: E402
 from model import MLP  # noqa: E402
@@ -103,7 +104,7 @@ class Project:
     def __init__(self, tensors, batch_size, device, compiled=False, part=None):
         argv = ["--hidden", ",".join(map(str, HIDDEN)), "--batch-size", str(batch_size), "--quiet",
                 "--schedule", "constant"] + (["--compile"] if compiled else [])  # lr fixed, as the reference's
-        config = {**train.parse_config(argv), "device": device}
+        config = {**settings.parse_config(argv), "device": device}
         self.trainer = train.build_trainer(config, tensors, device)
         self.x, self.y = (t[:part] for t in tensors["train"])
         self.epoch = 0
@@ -184,7 +185,7 @@ def time_to_accuracy(args, device, folder):
     argv += ["--no-verify"] if args.no_verify else []
     argv += ["--threads", str(args.threads)] if args.threads else []
     argv += ["--epochs", "2", "--val-split", "100"] if args.quick else []
-    config = train.parse_config(argv)
+    config = settings.parse_config(argv)
     run_dir, _ = train.train(config)
     return config, runs.read_jsonl(run_dir / "metrics.jsonl")
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import dataloader
 import runs
+import settings
 import train
 from conftest import TINY, ROOT, idx_file, make_dataset, make_digits, run_script
 from errors import UserError
@@ -19,8 +20,8 @@ TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
 
 def tiny_config(data_dir, out, **changes):
     """A config for a ~1 s run on the synthetic data, through the real argument parser."""
-    args = train.build_parser().parse_args([*TINY, "--data-dir", str(data_dir), "--out", str(out)])
-    config = train.make_config(args)
+    args = settings.build_parser().parse_args([*TINY, "--data-dir", str(data_dir), "--out", str(out)])
+    config = settings.make_config(args)
     config.update(changes)
     return config
 
@@ -165,7 +166,7 @@ def test_every_loss_trains_and_learns(name, tiny_data, tmp_path):
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_every_optimizer_steps(name, tiny_data, tmp_path):
-    config = train.make_config(train.build_parser().parse_args(
+    config = settings.make_config(settings.build_parser().parse_args(
         [*TINY, "--data-dir", str(tiny_data), "--out", str(tmp_path), "--optimizer", name]))
     assert config["lr"] == OPTIMIZERS[name].lr
     _, summary = train.train(config)
@@ -180,7 +181,7 @@ def test_help_lists_every_registry_entry():
 
 def test_abbreviated_flags_are_rejected():
     with pytest.raises(SystemExit):
-        train.build_parser().parse_args(["--epoch", "3"])
+        settings.build_parser().parse_args(["--epoch", "3"])
 
 
 def test_schedules():

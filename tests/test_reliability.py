@@ -500,16 +500,17 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
 
 def test_train_writes_config_summary_and_checkpoint_atomically(trained, tmp_path, monkeypatch):
     """train.py writes config.json, summary.json and model.pt through runs.write_atomic."""
+    import settings
     import train
     written = []
     real = runs.write_atomic
     monkeypatch.setattr(runs, "write_atomic", lambda path, write: (written.append(Path(path).name),
                                                                    real(path, write)))
-    args = train.build_parser().parse_args([*TINY, "--data-dir", str(trained["data"]),
-                                            "--out", str(tmp_path), "--epochs", "1"])
+    args = settings.build_parser().parse_args([*TINY, "--data-dir", str(trained["data"]),
+                                               "--out", str(tmp_path), "--epochs", "1"])
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        train.train(train.make_config(args))
+        train.train(settings.make_config(args))
     finally:  # train installs its own handlers; give pytest its Ctrl-C back
         for signum, handler in handlers.items():
             signal.signal(signum, handler)

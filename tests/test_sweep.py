@@ -16,8 +16,9 @@ from conftest import ROOT, TINY_SWEEP, make_dataset, run_script
 import plots
 import runs
 import sweep
+import settings
 import tables
-import train
+import timing
 from errors import UserError
 
 GOOD, BAD = "0.05", "1e6"  # plain SGD at lr 1e6 overflows within the first epoch
@@ -110,9 +111,9 @@ def test_print_commands_are_runnable(swept):
 
 
 def test_a_run_command_names_its_thread_count_once():
-    given = {"argv": ["--lr", "0.1", "--threads", "1"]}
+    given = SimpleNamespace(argv=["--lr", "0.1", "--threads", "1"])
     assert sweep.command(given, threads=1).count("--threads") == 1
-    assert sweep.command({"argv": ["--lr", "0.1"]}, threads=2)[-4:] == ["--threads", "2", "--once", "--quiet"]
+    assert sweep.command(SimpleNamespace(argv=["--lr", "0.1"]), threads=2)[-4:] == ["--threads", "2", "--once", "--quiet"]
 
 
 def test_bad_input_is_one_error_line(tmp_path):
@@ -153,26 +154,24 @@ def fake_run(test_acc, val_acc, status="completed"):
 
 def fake_result(label, test_accs, val_accs=None, factor=1.0):
     val_accs = val_accs or test_accs
-    return {"label": label, "point": sweep.Point(label, {}), "factor": factor, "lr": 0.05 * factor,
-            "config_key": label, "runs": [fake_run(t, v) for t, v in zip(test_accs, val_accs)],
-            "seeds": list(range(len(test_accs)))}
+    return sweep.Candidate(sweep.Point(label, {}), factor, {"lr": 0.05 * factor},
+                           [fake_run(t, v) for t, v in zip(test_accs, val_accs)], list(range(len(test_accs))))
 
 
 @pytest.mark.parametrize("mode, expected", [
     ("linear", [0.00625, 0.025, 0.1]), ("sqrt", [0.01768, 0.03536, 0.07071]), ("none", [None, None, None])])
 def test_batch_size_sweep_scales_the_learning_rate(tmp_path, mode, expected):
-    _, _, points, _ = sweep.parse_cli(["--lr-scaling", mode, "--tune-lr", "1", "--out", str(tmp_path)],
-                                      "batch_size", [16, 64, 256], lr_scaling="linear")
+    points = sweep.parse_cli(["--lr-scaling", mode, "--tune-lr", "1", "--out", str(tmp_path)],
+                             "batch_size", [16, 64, 256], lr_scaling="linear")[0].points
     assert [p.settings.get("lr") for p in points] == expected  # base: lr 0.05 at batch 128
-    _, _, points, _ = sweep.parse_cli(["--optimizer", "adam", "--out", str(tmp_path)], "batch_size", [256],
-                                      lr_scaling="linear")
+    points = sweep.parse_cli(["--optimizer", "adam", "--out", str(tmp_path)], "batch_size", [256],
+                             lr_scaling="linear")[0].points
     assert points[0].settings == {"batch_size": 256, "lr": 0.002}  # adam's default lr 0.001, times 2
 
 
 def test_jobs_run_seed_by_seed_across_values(tmp_path):
-    args, base, points, _ = sweep.parse_cli(["lr", "0.1", "0.2", "--tune-lr", "0.5,1", "--seeds", "2",
-                                             "--out", str(tmp_path)])
-    order = [(job["seed"], job["point"].label, job["factor"]) for job in sweep.plan(points, base, args)]
+    planned, _ = sweep.parse_cli(["lr", "0.1", "0.2", "--tune-lr", "0.5,1", "--seeds", "2", "--out", str(tmp_path)])
+    order = [(job.seed, job.point.label, job.factor) for job in sweep.plan(planned)]
     assert order == [(s, v, f) for s in (0, 1) for v in ("0.1", "0.2") for f in (0.5, 1.0)]
 
 
@@ -181,10 +180,10 @@ def test_the_learning_rate_is_chosen_on_validation_never_on_test():
     candidates = [fake_result("relu", [0.97, 0.97], [0.980, 0.981], 1.0),
                   fake_result("relu", [0.99, 0.99], [0.970, 0.971], 3.0),
                   fake_result("relu", [0.98, 0.98], [0.990, 0.990], 0.3)]
-    candidates[2]["runs"][1] = fake_run(0.1, 0.1, status="diverged")  # counts as 0 validation accuracy
+    candidates[2].runs[1] = fake_run(0.1, 0.1, status="diverged")  # counts as 0 validation accuracy
     (chosen,) = sweep.choose(candidates)
-    assert chosen["factor"] == 1.0 and chosen["val_score"] == pytest.approx(0.9805)
-    assert {c["factor"] for c in chosen["options"]} == {0.3, 1.0, 3.0}
+    assert chosen.factor == 1.0 and chosen.val_score == pytest.approx(0.9805)
+    assert {c.factor for c in chosen.options} == {0.3, 1.0, 3.0}
 
 
 def test_t_distribution_and_welch_test_match_known_values():
@@ -209,7 +208,7 @@ def test_noise_marks_say_which_values_differ_from_the_best():
 def test_a_collapsed_value_leaves_the_error_axis():
     results = [fake_result("ok", [0.985, 0.984]), fake_result("slow", [0.925, 0.926]),
                fake_result("collapsed", [0.1135, 0.1135]), fake_result("gone", [0.9])]
-    results[3]["runs"] = [fake_run(0.1, 0.1, status="diverged")]
+    results[3] = results[3]._replace(runs=[fake_run(0.1, 0.1, status="diverged")])
     assert plots.off_scale(results) == {"collapsed", "gone"}
 
 
@@ -248,7 +247,7 @@ def test_timing_pass_is_saved_retimed_on_request_and_kept_by_plot_only(tuned):
     path = out / "activation" / "activation_timing.json"
     assert "timing pass:" in stdout
     first = json.loads(path.read_text())
-    assert set(first["values"]) == {"relu", "tanh"} and first["rounds"] == sweep.TIMING_ROUNDS
+    assert set(first["values"]) == {"relu", "tanh"} and first["rounds"] == timing.ROUNDS
     assert all(v["low"] <= v["median"] <= v["high"] for v in first["values"].values())
     replot = run_script("sweep.py", "activation", "relu", "tanh", "--tune-lr", "0.3,1", *flags, "--plot-only")
     assert replot.returncode == 0 and "timing pass:" not in replot.stdout and json.loads(path.read_text()) == first
@@ -277,7 +276,7 @@ def test_timing_divides_out_the_hosts_drift_between_rounds():
     true = {"sgd": 1.00, "momentum": 1.02, "adam": 1.05}
     spent_rounds = [{k: v * drift * rng.uniform(0.99, 1.01) for k, v in true.items()}
                     for drift in (rng.uniform(0.5, 1.0) for _ in range(40))]
-    timed = sweep.drift_free(spent_rounds)
+    timed = timing.drift_free(spent_rounds)
     assert sorted(timed, key=lambda k: timed[k]["median"]) == ["sgd", "momentum", "adam"]
     for k, v in true.items():
         assert timed[k]["ratio"] / timed["sgd"]["ratio"] == pytest.approx(v, rel=0.005)
@@ -285,10 +284,21 @@ def test_timing_divides_out_the_hosts_drift_between_rounds():
 
 
 def test_a_sweep_title_names_every_setting_off_its_default():
-    base = vars(train.build_parser().parse_args(["--norm", "batch", "--adversarial", "vat", "--adv-eps", "2",
+    base = vars(settings.build_parser().parse_args(["--norm", "batch", "--adversarial", "vat", "--adv-eps", "2",
                                                  "--rotate", "10", "--hflip", "--dropout", "0.2"]))
-    args = SimpleNamespace(factors=[1.0], seeds=3, lr_scaling="linear")
-    title = tables.describe_base(base, [SimpleNamespace(settings={"dropout": 0.5})], args)
+    planned = SimpleNamespace(base=base, points=[SimpleNamespace(settings={"dropout": 0.5})], factors=[1.0],
+                              seeds=[0, 1, 2], lr_scaling="linear")
+    title = tables.describe_base(planned)
     assert "norm batch, dropout varied, adversarial vat, adv eps 2, rotate 10, hflip, 3 seeds" in title
     assert "dropout 0.2" not in title  # a varied setting is not named at its base value
     assert "elastic" not in title and "shift" not in title  # settings at their defaults are not named
+
+
+def test_each_job_runs_exactly_the_config_it_was_planned_with(tmp_path):
+    """plan builds configs without parsing argv back: the train.py flags of every job must give its config."""
+    planned, _ = sweep.parse_cli(["--grid", "optimizer=adam,sgd", "batch_size=32,256", "--lr-scaling", "sqrt",
+                                  "--tune-lr", "0.5,1,2", "--hidden", "64", "--out", str(tmp_path)])
+    jobs = sweep.plan(planned)
+    assert len(jobs) == 4 * 3 * 3
+    for job in jobs:
+        assert settings.parse_config(job.argv) == job.config and settings.run_key(job.config) == job.key

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 import adversarial
 import dataloader
 import runs
+import settings
 import train
-from conftest import TINY, run_script
+from conftest import ROOT, TINY, run_script
 from errors import UserError
 from model import MLP
 
@@ -28,7 +29,7 @@ def keep_signal_handlers():
 
 
 def config_for(data_dir, out, *flags):
-    return train.parse_config([*TINY, "--data-dir", str(data_dir), "--out", str(out), *flags])
+    return settings.parse_config([*TINY, "--data-dir", str(data_dir), "--out", str(out), *flags])
 
 
 def trained(config):
@@ -167,7 +168,7 @@ def test_crop_keeps_the_central_pixels_everywhere(tiny_data, tmp_path):
         config_for(tiny_data, tmp_path, "--crop", "20", "--shift", "2")
 
 
-RECIPES = sorted(path.stem for path in (train.ROOT / "recipes").glob("*.args"))
+RECIPES = sorted(path.stem for path in (ROOT / "recipes").glob("*.args"))
 
 
 def test_the_recipes_the_readme_promises_exist():
@@ -176,12 +177,12 @@ def test_the_recipes_the_readme_promises_exist():
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_is_a_valid_config_shown_in_the_readme(name):
-    path = train.ROOT / "recipes" / f"{name}.args"
-    config = train.parse_config([f"@{path}"])
+    path = ROOT / "recipes" / f"{name}.args"
+    config = settings.parse_config([f"@{path}"])
     # chosen on the validation split, never on the test set; a recipe that then trains on all the
     # training images says what the validation split chose
     assert config["val_split"] == 5000 or "chosen on validation" in path.read_text()
-    assert f"@recipes/{name}.args" in (train.ROOT / "README.md").read_text()
+    assert f"@recipes/{name}.args" in (ROOT / "README.md").read_text()
 
 
 def test_a_recipe_runs_from_the_command_line_and_later_flags_override_it(tiny_data, tmp_path):
