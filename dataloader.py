@@ -283,6 +283,18 @@ def prepare(data, val_split=0, normalize="standard", device="cpu", size=28):
     }
 
 
+def for_run(config, device):
+    """The data set of a run's config, checked, and its prepared tensors on the device: (data, tensors)."""
+    data = load(config["dataset"], config["data_dir"], verify=not config["no_verify"])
+    tensors = prepare(data, config["val_split"], config["normalize"], device, config["crop"])
+    n = len(tensors["train"][1])
+    if config["batch_size"] > n:
+        raise UserError(f"--batch-size {config['batch_size']} is larger than the training set "
+                        f"({n} images after --val-split {config['val_split']}); use at most {n} for "
+                        f"full-batch gradient descent")
+    return data, tensors
+
+
 def crop(images, size):
     """The central size x size pixels of (N, 28, 28) images (all of them for size 28)."""
     margin = (images.shape[1] - size) // 2

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+import dataloader
 import runs
 import train
 
@@ -47,7 +48,7 @@ def _setups(results, fraction):
         config = {**r.config, "device": train.resolve_device(r.config["device"]), "quiet": True}
         source = tuple(config[k] for k in ("dataset", "data_dir", "no_verify", "val_split", "normalize", "crop", "device"))
         if source not in data:
-            data[source] = train.load_data(config, config["device"])[1]
+            data[source] = dataloader.for_run(config, config["device"])[1]
         x, y = data[source]["train"]
         part = min(len(y), max(4 * config["batch_size"], int(fraction * len(y))))
         setups.append((r, train.build_trainer(config, data[source], config["device"]), x[:part], y[:part],

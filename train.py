@@ -50,18 +50,6 @@ def resolve_device(name):
     return name
 
 
-def load_data(config, device):
-    """The data set, checked, and its normalised tensors on the device."""
-    data = dataloader.load(config["dataset"], config["data_dir"], verify=not config["no_verify"])
-    tensors = dataloader.prepare(data, config["val_split"], config["normalize"], device, config["crop"])
-    n = len(tensors["train"][1])
-    if config["batch_size"] > n:
-        raise UserError(f"--batch-size {config['batch_size']} is larger than the training set "
-                        f"({n} images after --val-split {config['val_split']}); use at most {n} for "
-                        f"full-batch gradient descent")
-    return data, tensors
-
-
 class Trainer(NamedTuple):
     """Everything a training step needs."""
     config: dict
@@ -308,7 +296,7 @@ def set_up(config, resume_dir):
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     runs.check_out(config["out"])
-    data, tensors = load_data(config, device)
+    data, tensors = dataloader.for_run(config, device)
     trainer = build_trainer(config, tensors, device)
     if resume_dir:
         run_dir = Path(resume_dir)
