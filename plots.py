@@ -148,7 +148,7 @@ def _mark_diverged(axes, result, colour):
             ax.axvline(epoch, color=colour, linestyle=":", linewidth=1)
 
 
-def _legend(fig, results, all_styles, title, path):
+def _legend(fig, results, all_styles, title, path, band=BAND):
     """The shared legend below the panels, the title above; save and close."""
     handles = [plt.Line2D([], [], color=c, linestyle=ls, marker="o", markersize=3) for c, ls in all_styles]
     with_lr = tables.show_lr(results)
@@ -157,7 +157,7 @@ def _legend(fig, results, all_styles, title, path):
     ncol = n if n <= 6 else min(6, -(-n // 2))
     ncol = min(ncol, 3) if any(len(label) > 28 for label in labels) else ncol
     fig.suptitle(title, fontsize=10, wrap=True)
-    fig.legend(handles, labels, loc="lower center", ncol=max(ncol, 1), fontsize=9, title=BAND,
+    fig.legend(handles, labels, loc="lower center", ncol=max(ncol, 1), fontsize=9, title=band,
                title_fontsize=8, frameon=False)
     rows = -(-n // max(ncol, 1))
     fig.tight_layout(rect=(0, 0.05 + 0.045 * rows, 1, 0.93))
@@ -255,7 +255,7 @@ def plot_acc(results, marks, path, title):
 
 def _ranking(ax, results, all_styles, marks, off):
     """Each value's final test error: seeds as dots, the mean as a large marker, best at the top.
-    Filled: the best value and those within noise of it (Welch's t-test over seeds); hollow: lower."""
+    Filled: the best value and those within noise of it (tables.comparison); hollow: lower."""
     order = sorted(results, key=lambda r: (r.label in off, _final_error(r) if _final_error(r) is not None else 1e9))
     seeds = {r.label: [100 * (1 - a) for a in tables.final_test_accs(r)] for r in results}
     low, high = _limits([seeds[r.label] for r in results if r.label not in off], margin=1.08)
@@ -277,7 +277,7 @@ def _ranking(ax, results, all_styles, marks, off):
     _log_axis(ax, low, high, axis="x")
     ax.grid(alpha=0.3, which="both", axis="x")
     ax.set_xlabel("final test error (%, log)")
-    ax.set_title("ranking: seeds (dots) and mean (diamond); filled = best or\nwithin noise of it (Welch p ≥ 0.05), "
+    ax.set_title("ranking: seeds (dots) and mean (diamond); filled = best or\nwithin noise of it (paired t-test, Holm p ≥ 0.05), "
                  "hollow = lower", fontsize=9)
 
 
@@ -316,7 +316,7 @@ def plot_time(results, timing, path, title):
 
 def sweep_plots(results, timing, prefix, title):
     """Write <prefix>_loss.png, <prefix>_acc.png and <prefix>_time.png; returns their paths."""
-    prefix, marks = str(prefix), tables.noise_marks(results)
+    prefix, marks = str(prefix), tables.comparison(results)[0]
     return [plot_loss(results, f"{prefix}_loss.png", title), plot_acc(results, marks, f"{prefix}_acc.png", title),
             plot_time(results, timing, f"{prefix}_time.png", title)]
 
@@ -355,3 +355,63 @@ def heatmap(results, path, title, names):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def lr_plot(results, path, title):
+    """The learning-rate search: final validation error against the learning rate, a line per value
+    through the mean over its tuning seeds, each seed a dot, the chosen rate ringed (left); the same
+    relative to the value's chosen rate and its error there, so the widths of the plateaus compare
+    (right). A rate where a seed did not complete is marked with an X at the top."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.8))
+    all_styles = styles(len(results))
+    searches = [_search(r) for r in results]
+    best = min((e for s in searches for _, e in s["means"]), default=1.0)
+    high = min(max((e for s in searches for _, e in s["means"]), default=100.0), 10 * best) * 1.15
+    for r, s, style in zip(results, searches, all_styles):
+        for ax, x_of, y_of in ((left, lambda lr: lr, lambda e: e),
+                               (right, lambda lr: lr / r.lr, lambda e: e / s["chosen"] if s["chosen"] else np.nan)):
+            xs = [x_of(lr) for lr, _ in s["means"]]
+            ys = np.minimum([y_of(e) for _, e in s["means"]], y_of(high) if ax is left else np.inf)
+            ax.plot(xs, ys, color=style[0], linestyle=style[1], marker="o", markersize=3)
+            if ax is left:
+                ax.plot([x_of(lr) for lr, _ in s["dots"]], [min(e, high) for _, e in s["dots"]], ".", color=style[0],
+                        alpha=0.5)
+                if s["chosen"]:
+                    ax.plot([r.lr], [min(s["chosen"], high)], "o", markersize=11, markerfacecolor="none",
+                            markeredgecolor=style[0], markeredgewidth=2)
+            top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+            for lr in s["failed"]:
+                ax.plot([x_of(lr)], [0.97], marker="X", markersize=8, color=style[0], transform=top, clip_on=False)
+    left.set_xscale("log")
+    _log_axis(left, best / 1.15, high)
+    left.set_xlabel("learning rate (log)")
+    left.set_ylabel("final validation error (%, log)")
+    left.set_title("validation error after training at each rate tried: mean over the tuning seeds (line), "
+                   "each seed (dots),\nthe chosen rate (ring); drawn at the top: above the axis; X: a seed "
+                   "diverged or collapsed", fontsize=9)
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.axhline(1, color="grey", linewidth=0.8)
+    right.set_xlabel("learning rate / chosen learning rate (log 2)")
+    right.set_ylabel("error / error at the chosen rate (log)")
+    right.set_title("the same, each value relative to its chosen rate: a flat curve forgives a wrong rate", fontsize=9)
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+    return _legend(fig, results, all_styles, title, path, band="line: mean over the tuning seeds, dots: seeds, "
+                                                            "ring: chosen rate")
+
+
+def _search(result):
+    """A value's search for the lr plot: mean final validation error (%) per rate whose seeds all completed,
+    each seed's, the rates where one did not, and the error at the chosen rate."""
+    means, dots, failed = [], [], []
+    for c in sorted(result.options, key=lambda c: c.factor):
+        errors = [100 * (1 - run["summary"]["final_val_acc"]) for run in c.runs
+                  if run and run["summary"].get("status") == "completed"]
+        if errors and len(errors) == len(c.runs):
+            means.append((c.lr, statistics.mean(errors)))
+            dots += [(c.lr, e) for e in errors]
+        else:
+            failed.append(c.lr)
+    chosen = dict(means).get(result.lr)
+    return {"means": means, "dots": dots, "failed": failed, "chosen": chosen}

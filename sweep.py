@@ -8,8 +8,10 @@
     python sweep.py lr 0.01 0.1 --plot-only                 # replot from the run folders alone
 
 A sweep is a list of values, each a label and the settings it changes (one flag, a grid cell, a named
-variant, or a coupled pair such as a batch size with its scaled learning rate), repeated over seeds and,
-with --tune-lr, over learning rates of which the validation set picks one per value. Every run is one
+variant, or a coupled pair such as a batch size with its scaled learning rate), repeated over seeds.
+With --tune-lr, each value first trains on the tuning seeds at a grid of learning rates, widened outward
+while its best rate lies on an edge; the validation set picks one rate per value, and the comparison
+then trains fresh seeds at that rate, apart from the ones that chose it (see tune). Every run is one
 `python train.py ... --once --quiet` subprocess: a finished run with the same settings is reused, an
 unfinished one resumed, one being trained by another process waited for. Runs go in the order
 seed by seed (every value's first seed, then every value's second), so a slow spell of the host does not
@@ -35,6 +37,7 @@ from typing import NamedTuple
 import plots
 import runs
 import settings
+import stats
 import tables
 import timing
 from errors import UserError, run_cli
@@ -42,9 +45,11 @@ from errors import UserError, run_cli
 ROOT = Path(__file__).resolve().parent
 SWEPT_SCOPES = (settings.RUN, settings.SEED, settings.SYSTEM)  # the train.py settings a sweep accepts
 LR_SCALINGS = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # lr factor from batch / base batch
-# The four sweep scripts try each value at these multiples of its learning rate and keep, per value, the
-# one with the best validation accuracy: a comparison at one shared learning rate measures that rate.
-TUNE = "0.3,1,3"
+# The four sweep scripts start each value's learning-rate search at these multiples of its own rate, a
+# grid of factors of 2, and widen it by up to WIDEN more factors on a side while the best rate is on that
+# edge: a comparison at one shared learning rate, or at a rate on the edge of the rates tried, measures
+# the rates tried as much as the setting.
+TUNE, WIDEN = "0.25,0.5,1,2,4", 4
 
 
 # ---------------------------------------------------------------------------- records
@@ -62,10 +67,16 @@ class Sweep(NamedTuple):
     base: dict         # train.py's settings, as given to the sweep
     points: list       # the values
     column: str        # the table column naming the values
-    factors: list      # learning-rate factors tried per value ([1.0]: no tuning)
-    seeds: list        # the seeds every value is trained with
+    factors: list      # learning-rate factors every value starts its search with ([1.0]: no tuning)
+    widen: int         # factors the search may add beyond the first grid, on each side
+    tune_seeds: list   # the seeds that choose each value's learning rate
+    seeds: list        # the seeds every value is compared with, at its chosen rate
     lr_scaling: str    # how a swept batch size scales the learning rate
     target: float      # test accuracy of the time-to-accuracy columns
+
+    @property
+    def tuned(self):
+        return len(self.factors) > 1
 
 
 class Job(NamedTuple):
@@ -86,7 +97,8 @@ class Candidate(NamedTuple):
     config: dict       # the first seed's config
     runs: list         # runs.read_run of each seed's run, None where it is missing
     seeds: list
-    options: tuple = ()
+    options: tuple = ()  # a chosen value's candidates over the learning rates tried
+    search: str = ""     # a chosen value's search: "interior", or why its rate is on an edge
 
     @property
     def label(self):
@@ -103,12 +115,12 @@ class Candidate(NamedTuple):
 
     @property
     def val_score(self):
-        """Mean final validation accuracy over seeds, a seed that did not complete counting as 0;
-        None while none of its runs exists."""
-        if not any(self.runs):
+        """The learning-rate search's score of this rate (stats.tuning_score), None while a seed's run is
+        missing."""
+        if not all(self.runs):
             return None
-        return statistics.mean((r["summary"]["final_val_acc"] or 0.0) if r and r["summary"].get("status") == "completed"
-                               else 0.0 for r in self.runs)
+        return stats.tuning_score([r["summary"]["final_val_acc"] if r and r["summary"].get("status") == "completed"
+                                   else None for r in self.runs])
 
 
 # ---------------------------------------------------------------------------- command line
@@ -137,9 +149,16 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
                        help="where the batch size varies, scale the learning rate with it, relative to "
                             "the base batch size: linearly, by the square root, or not at all")
     g.add_argument("--tune-lr", default=tune, metavar="FACTORS",
-                   help="learning-rate factors tried for each value, e.g. 0.3,1,3; per value the factor "
-                        "with the best mean validation accuracy over seeds is kept (1: no tuning)")
-    g.add_argument("--seeds", type=settings.POSITIVE_INT, default=3, help="seeds per value: --seed, --seed+1, ...")
+                   help="learning-rate factors each value's search starts with, e.g. 0.25,0.5,1,2,4; the "
+                        "tuning seeds pick one per value on the validation set (1: no tuning)")
+    g.add_argument("--widen", type=settings.NON_NEGATIVE_INT, default=WIDEN,
+                   help="while a value's best rate is the highest (lowest) tried, add the next factor above "
+                        "(below), up to this many on each side")
+    g.add_argument("--tune-seeds", type=settings.POSITIVE_INT, default=2,
+                   help="seeds that choose the learning rate: --seed, --seed+1, ...")
+    g.add_argument("--seeds", type=settings.POSITIVE_INT, default=3,
+                   help="seeds per value in the comparison: after the tuning seeds where the lr is tuned, "
+                        "else --seed, --seed+1, ...")
     g.add_argument("--jobs", type=settings.POSITIVE_INT, default=1,
                    help="runs trained at once, each with --threads cores/jobs")
     g.add_argument("--force", action="store_true", help="retrain even finished runs")
@@ -173,8 +192,10 @@ def parse_cli(argv=None, setting=None, values=None, description=None, lr_scaling
         raise UserError("--tune-lr chooses on the validation set: give --val-split N with N > 0")
     name = args.sweep_name or ("variants" if not axes else "_x_".join(_dest(n) for n, _ in axes))
     column = " / ".join(_dest(n) for n, _ in axes) or "variant"
-    seeds = list(range(base["seed"], base["seed"] + args.seeds))
-    return Sweep(name, base, points, column, factors, seeds, scaling, args.target), args
+    tune_seeds = list(range(base["seed"], base["seed"] + args.tune_seeds)) if len(factors) > 1 else []
+    first = base["seed"] + len(tune_seeds)  # the comparison's seeds never chose its learning rates
+    return Sweep(name, base, points, column, factors, args.widen, tune_seeds,
+                 list(range(first, first + args.seeds)), scaling, args.target), args
 
 
 def _axes(args):
@@ -252,8 +273,8 @@ def _factors(text):
     except ValueError:
         factors = []
     if not factors or min(factors) <= 0 or len(set(factors)) != len(factors):
-        raise UserError(f"--tune-lr {text!r}: expected distinct positive factors, e.g. 0.3,1,3 (1: no tuning)")
-    return factors
+        raise UserError(f"--tune-lr {text!r}: expected distinct positive factors, e.g. 0.25,0.5,1,2,4 (1: no tuning)")
+    return sorted(factors)
 
 
 def _round(x):
@@ -263,10 +284,43 @@ def _round(x):
 
 # ---------------------------------------------------------------------------- planning
 
-def plan(sweep):
-    """One job per (seed, point, lr factor), seed by seed. Pure: reads no file."""
-    return [job(sweep.base, point, factor, seed)
-            for seed in sweep.seeds for point in sweep.points for factor in sweep.factors]
+def plan(base, grid, seeds):
+    """One job per (seed, point, lr factor), seed by seed; grid pairs each point with its factors. Pure:
+    reads no file."""
+    return [job(base, point, factor, seed) for seed in seeds for point, factors in grid for factor in factors]
+
+
+def widen(factors, scores, first, steps):
+    """The learning-rate search's next grid for one value: factors (sorted) with one more factor beyond
+    each edge that holds the best score, spaced as that edge is, while the grid reaches at most `steps`
+    factors beyond the first grid `first` on that side. scores maps a factor to its score (None where its
+    runs are missing). A rate that diverged or collapsed scores low, so it is never the best and bounds
+    the search on its side."""
+    known = {f: v for f, v in scores.items() if v is not None}
+    if len(known) < len(factors):
+        return factors  # runs of this grid are still missing
+    best = max(known, key=known.get)
+    grown = list(factors)
+    if best == factors[-1] and len(factors) > 1:
+        step = factors[-1] / factors[-2]
+        if factors[-1] * step <= first[-1] * (first[-1] / first[-2]) ** steps * (1 + 1e-9):
+            grown.append(_round(factors[-1] * step))
+    if best == factors[0] and len(factors) > 1:
+        step = factors[1] / factors[0]
+        if factors[0] / step >= first[0] / (first[1] / first[0]) ** steps * (1 - 1e-9):
+            grown.insert(0, _round(factors[0] / step))
+    return grown
+
+
+def search_state(factors, scores, first, steps):
+    """How a value's search ended: "interior", or why its best rate is still on an edge."""
+    known = {f: v for f, v in scores.items() if v is not None}
+    if len(known) < len(factors):
+        return "runs missing"
+    best = max(known, key=known.get)
+    if best not in (factors[0], factors[-1]) or len(factors) == 1:
+        return "interior"
+    return f"at the {'highest' if best == factors[-1] else 'lowest'} rate tried, the limit of --widen {steps}"
 
 
 def job(base, point, factor, seed):
@@ -279,13 +333,12 @@ def job(base, point, factor, seed):
     return Job(point, factor, seed, config, settings.run_key(config), settings.to_argv(values))
 
 
-def actions(jobs, out, force=False):
+def actions(jobs, out):
     """What each job needs, from the run folders under out: "reuse" a finished run, "resume" an
     unfinished one, or "train"."""
     index = runs.index(out)
     found = [index.get(j.key, []) for j in jobs]
-    return ["train" if force or not f else "reuse" if any(s in runs.FINISHED for _, s in f) else "resume"
-            for f in found]
+    return ["train" if not f else "reuse" if any(s in runs.FINISHED for _, s in f) else "resume" for f in found]
 
 
 def command(job, threads=None, force=False):
@@ -370,54 +423,108 @@ def collect(jobs, out):
             for first, found, seeds in grouped.values()]
 
 
-def choose(candidates):
-    """Per value, the candidate whose learning rate gave the best mean final validation accuracy over
-    seeds (a seed that did not complete counts as 0), holding all of the value's candidates in options.
+def choose(candidates, first, steps):
+    """Per value, the candidate whose learning rate scored best on the validation set (see
+    Candidate.val_score), holding all of the value's candidates in options and how its search ended.
     Test accuracy plays no part in the choice."""
     by_label = {}
     for c in candidates:
         by_label.setdefault(c.label, []).append(c)
     chosen = []
     for options in by_label.values():
-        scored = [c for c in options if c.val_score is not None] or options
-        best = max(scored, key=lambda c: c.val_score or 0.0)
-        chosen.append(best._replace(options=tuple(options)))
+        scores = {c.factor: c.val_score for c in options}
+        best = max(options, key=lambda c: -1.0 if c.val_score is None else c.val_score)
+        chosen.append(best._replace(options=tuple(options),
+                                    search=search_state(sorted(scores), scores, first, steps)))
     return chosen
 
 
 # ---------------------------------------------------------------------------- the command
 
 def run_sweep(argv=None, setting=None, values=None, description=None, lr_scaling="none", tune="1"):
-    """The sweep command: plan, train what is missing, time, then write tables, plots and runs.csv."""
+    """The sweep command: search each value's learning rate, train the comparison's missing runs, time,
+    then write tables, plots and runs.csv."""
     sweep, args = parse_cli(argv, setting, values, description, lr_scaling, tune)
     out = sweep.base["out"]
     if not args.plot_only:
         runs.check_out(out)
-    jobs = plan(sweep)
-    todo = [(j, a) for j, a in zip(jobs, actions(jobs, out, args.force)) if a != "reuse"]
-    if args.print_commands:
-        for j, _ in todo:
-            print(shlex.join(command(j, force=args.force)))
-        return 0
     threads = sweep.base["threads"] or max(1, (os.cpu_count() or 1) // args.jobs)
-    failed = 0
-    if not (args.plot_only or args.retime):
-        failed = execute(todo, len(jobs), args.jobs, threads, args.force)
-    report(sweep, jobs, threads, args)
-    return 1 if failed else 0
+    failed, forced = [], set()
+
+    def provide(jobs, stage):
+        """Train the jobs' missing runs; or print their commands and say False when there are some."""
+        todo = [(j, "train" if args.force else a) for j, a in zip(jobs, actions(jobs, out))
+                if a != "reuse" or (args.force and j.key not in forced)]  # --force retrains a run once
+        forced.update(j.key for j, _ in todo)
+        if args.print_commands:
+            for j, _ in todo:
+                print(shlex.join(command(j, force=args.force)))
+            return not todo
+        if args.plot_only or args.retime:
+            return True
+        print(f"{stage}: ", end="")
+        failed.append(execute(todo, len(jobs), args.jobs, threads, args.force))
+        return True
+
+    results = compare(sweep, provide)
+    if args.print_commands:
+        if results is None:
+            print("# the next runs depend on these results: run this command again once they are done",
+                  file=sys.stderr)
+        return 0
+    report(sweep, results, threads, args)
+    return 1 if any(failed) else 0
 
 
-def report(sweep, jobs, threads, args):
+def compare(sweep, provide):
+    """The values on the comparison's seeds, each at its chosen learning rate (see tune), their runs read
+    back; None while the search waits for runs that --print-commands printed."""
+    if not sweep.tuned:
+        jobs = plan(sweep.base, [(p, [1.0]) for p in sweep.points], sweep.seeds)
+        provide(jobs, "comparison")
+        return collect(jobs, sweep.base["out"])
+    chosen = tune(sweep, provide)
+    if chosen is None:
+        return None
+    points = {p.label: p for p in sweep.points}
+    jobs = [job(sweep.base, points[c.label], c.factor, seed) for seed in sweep.seeds for c in chosen]
+    provide(jobs, "comparison")
+    by_label = {c.label: c for c in chosen}
+    return [r._replace(options=by_label[r.label].options, search=by_label[r.label].search)
+            for r in collect(jobs, sweep.base["out"])]
+
+
+def tune(sweep, provide):
+    """The learning-rate search: every value trains on the tuning seeds over its grid of rates, and its
+    grid is widened round by round while its best rate is on an edge (see widen). Returns each value's
+    chosen candidate (see choose), or None where the search waits for printed runs."""
+    grids = {p.label: list(sweep.factors) for p in sweep.points}
+    for round_ in range(1, 2 * sweep.widen + 2):
+        jobs = plan(sweep.base, [(p, grids[p.label]) for p in sweep.points], sweep.tune_seeds)
+        if not provide(jobs, f"learning-rate search, round {round_}"):
+            return None
+        candidates = collect(jobs, sweep.base["out"])
+        scores = {}
+        for c in candidates:
+            scores.setdefault(c.label, {})[c.factor] = c.val_score
+        wider = {label: widen(factors, scores[label], sweep.factors, sweep.widen) for label, factors in grids.items()}
+        if wider == grids:
+            break
+        grids = wider
+    return choose(candidates, sweep.factors, sweep.widen)
+
+
+def report(sweep, results, threads, args):
     """Write the tables and plots of a sweep into <out>/<name>/, and <out>/runs.csv."""
     out, name = sweep.base["out"], sweep.name
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    candidates = collect(jobs, out)
-    results = choose(candidates)
     timed = timing.timings(results, folder / f"{name}_timing.json", threads, args.retime, args.plot_only)
     title = f"{name}: {tables.describe_base(sweep)}"
-    outputs = tables.write_sweep_tables(results, candidates, timed, folder / name, title, sweep)
+    outputs = tables.write_sweep_tables(results, timed, folder / name, title, sweep)
     outputs += plots.sweep_plots(results, timed, folder / name, title)
+    if sweep.tuned:
+        outputs.append(plots.lr_plot(results, folder / f"{name}_lr.png", title))
     if len(sweep.points[0].coords) == 2:
         outputs += tables.write_grid(results, folder / f"{name}_grid", title, sweep.column.split(" / ")[0])
         outputs.append(plots.heatmap(results, folder / f"{name}_heatmap.png", title, sweep.column.split(" / ")))

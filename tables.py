@@ -9,8 +9,8 @@ from pathlib import Path
 
 import runs
 import settings
+import stats
 
-P_DIFFERENT = 0.05  # Welch's t-test p-value under which a value counts as different from the best
 
 
 def mean_std(values, scale=1.0, digits=2):
@@ -32,45 +32,36 @@ def final_test_accs(result):
     return [r["summary"]["final_test_acc"] for r in completed(result)]
 
 
-def welch_p(a, b):
-    """Two-sided p-value of Welch's t-test that samples a and b (2 or more values each) have one mean."""
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    diff = abs(statistics.mean(a) - statistics.mean(b))
-    if va + vb == 0:
-        return 1.0 if diff == 0 else 0.0
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return t_tail(diff / math.sqrt(va + vb), df)
+def seed_accs(result):
+    """{seed: final test accuracy} of a value's completed runs."""
+    return {seed: r["summary"]["final_test_acc"] for r, seed in zip(result.runs, result.seeds)
+            if r and r["summary"].get("status") == "completed"}
 
 
-def t_tail(t, df, steps=4000):
-    """P(|T| > t) for Student's t with df >= 1 degrees of freedom (Welch's df is not an integer).
-
-    With T = sqrt(df) tan(u), the density of u on [0, pi/2) is proportional to cos(u)^(df - 1), which
-    is bounded for df >= 1: the tail is a ratio of two integrals of it, taken by Simpson's rule.
-    """
-    def integral(a, b):
-        h = (b - a) / steps
-        f = [math.cos(a + i * h) ** (df - 1) for i in range(steps + 1)]
-        return h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
-    return integral(math.atan(t / math.sqrt(df)), math.pi / 2) / integral(0.0, math.pi / 2)
-
-
-def noise_marks(results):
-    """Per value: 'best', 'within noise (p 0.31)' or 'lower (p 0.004)': Welch's t-test of its final
-    test accuracies over seeds against those of the value with the best mean."""
-    finals = {r.label: final_test_accs(r) for r in results}
-    ranked = [label for label, values in finals.items() if len(values) >= 2]
+def comparison(results):
+    """Each value against the best one (the highest mean final test accuracy), seed by seed:
+    ({label: 'best', 'within noise (p 0.31)' or 'lower (p 0.004)'}, what the comparison resolves:
+    {"seeds", "comparisons", "sd", "resolves"}, {} where nothing was compared). p is the paired t-test's
+    over the seeds both values completed, Holm-adjusted over the values compared; a value with fewer
+    than 2 completed seeds is not compared."""
+    accs = {r.label: seed_accs(r) for r in results}
+    ranked = [label for label, a in accs.items() if len(a) >= 2]
     if not ranked:
-        return {}
-    best = max(ranked, key=lambda label: statistics.mean(finals[label]))
-    marks = {}
-    for label, values in finals.items():
-        if label == best:
-            marks[label] = "best"
-        elif len(values) >= 2:
-            p = welch_p(values, finals[best])
-            marks[label] = f"{'lower' if p < P_DIFFERENT else 'within noise'} ({_p(p)})"
-    return marks
+        return {}, {}
+    best = max(ranked, key=lambda label: statistics.mean(accs[label].values()))
+    pairs = {}
+    for label in ranked:
+        common = sorted(set(accs[label]) & set(accs[best]))
+        if label != best and len(common) >= 2:
+            pairs[label] = ([accs[label][s] for s in common], [accs[best][s] for s in common])
+    adjusted = stats.holm({label: stats.paired_p(a, b) for label, (a, b) in pairs.items()})
+    marks = {best: "best", **{label: f"{'lower' if p < stats.ALPHA else 'within noise'} ({_p(p)})"
+                              for label, p in adjusted.items()}}
+    if not pairs:
+        return marks, {}
+    sd = math.sqrt(statistics.mean(statistics.variance([x - y for x, y in zip(a, b)]) for a, b in pairs.values()))
+    n = min(len(a) for a, _ in pairs.values())
+    return marks, {"seeds": n, "comparisons": len(pairs), "sd": sd, "resolves": stats.resolvable(sd, n, len(pairs))}
 
 
 def _p(p):
@@ -142,10 +133,10 @@ def final_columns(result):
     return {k: mean_std([r["summary"][k] for r in done if r["summary"].get(k) is not None], 1, 6) for k in keys}
 
 
-def write_sweep_tables(results, candidates, timing, prefix, title, sweep):
-    """<prefix>.csv and .md (a row per value), and with --tune-lr <prefix>_tuning.csv and .md (a row per
-    value and learning rate). Returns the paths written."""
-    marks = noise_marks(results)
+def write_sweep_tables(results, timing, prefix, title, sweep):
+    """<prefix>.csv and .md (a row per value), and where the lr is tuned <prefix>_tuning.csv and .md (a
+    row per value, a column per learning rate tried). Returns the paths written."""
+    marks, resolution = comparison(results)
     fastest = fastest_seconds(results, timing)
     rows = [table_row(r, sweep.target, timing, marks.get(r.label), sweep.column, fastest) for r in results]
     how = (f"s/epoch: timing pass, {timing['rounds']} rounds in which every value trained "
@@ -153,30 +144,59 @@ def write_sweep_tables(results, candidates, timing, prefix, title, sweep):
            f"time in a round over the round's geometric mean, median over rounds, times the median round mean; "
            f"time_vs_fastest: that median over the fastest value's; '(log)': median epoch of the run logs"
            if timing.get("rounds") else "s/epoch: median epoch of the run logs")
-    caption = (f"{title}. Mean ± sample std over seeds (accuracy, loss, time to target: completed seeds "
-               f"only). vs_best: Welch's t-test of the final test accuracies over seeds against the best "
-               f"value's; 'lower' where p < {P_DIFFERENT}. Time to {100 * sweep.target:g}% test accuracy and "
-               f"seconds count training only, not evaluation; {how}.")
+    caption = (f"{title}. Mean ± sample std over seeds {_seeds(sweep.seeds)} (accuracy, loss, time to target: "
+               f"completed seeds only){_tuned(sweep)}. vs_best: {_test(resolution)} Time to "
+               f"{100 * sweep.target:g}% test accuracy and seconds count training only, not evaluation; {how}.")
     write_tables(rows, prefix, caption, extra=[final_columns(r) for r in results])
     paths = [f"{prefix}.csv", f"{prefix}.md"]
-    if len(sweep.factors) > 1:
-        write_tables(tuning_rows(candidates, results, sweep.column), f"{prefix}_tuning",
-                     f"Learning rate per value, {title}: mean final validation accuracy (%) over seeds for each "
-                     f"lr tried (a seed that did not complete counts as 0); * marks the lr kept. The test set "
-                     f"plays no part in the choice.")
+    if sweep.tuned:
+        write_tables(tuning_rows(results, sweep.column), f"{prefix}_tuning",
+                     f"Learning rate per value, {title}: {stats.TUNING_SCORE} on the tuning seeds "
+                     f"{_seeds(sweep.tune_seeds)} for each lr tried, by its factor over the value's own lr; * marks "
+                     f"the lr kept; search: 'interior' where a higher and a lower rate were tried and scored lower. "
+                     f"The test set plays no part in the choice.")
         paths += [f"{prefix}_tuning.csv", f"{prefix}_tuning.md"]
     return paths
 
 
-def tuning_rows(candidates, results, column):
-    """A row per value, a column per lr factor: the mean final validation accuracy, * on the choice."""
-    chosen = {(r.label, r.factor) for r in results}
-    rows = {}
-    for c in candidates:
-        score = "" if c.val_score is None else f"{100 * c.val_score:.2f}"
-        star = "*" if (c.label, c.factor) in chosen else ""
-        rows.setdefault(c.label, {column: c.label})[f"x{c.factor:g}"] = f"{score}{star} (lr {c.lr:g})"
-    return list(rows.values())
+def _seeds(seeds):
+    return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 2 else ", ".join(map(str, seeds))
+
+
+def _tuned(sweep):
+    return (f", each value at the learning rate its search chose on the tuning seeds {_seeds(sweep.tune_seeds)}, "
+            f"which the comparison does not reuse" if sweep.tuned else "")
+
+
+def _test(resolution):
+    """The caption's account of the vs_best test and what it resolves."""
+    text = (f"paired t-test of each value's final test accuracies against the best value's, seed by seed, "
+            f"p Holm-adjusted over the values compared; 'lower' where it is below {stats.ALPHA:g}.")
+    if not resolution:
+        return text
+    return (text + f" With {resolution['seeds']} seeds and a pooled sd of the per-seed differences of "
+            f"{100 * resolution['sd']:.2f} points, it detects a difference of {100 * resolution['resolves']:.2f} "
+            f"points with {stats.POWER:.0%} power at {stats.ALPHA:g}/{resolution['comparisons']}.")
+
+
+def tuning_rows(results, column):
+    """A row per value, a column per lr factor tried (any value's): the tuning score with the lr, * on the
+    choice; and how the value's search ended."""
+    factors = sorted({c.factor for r in results for c in r.options})
+    rows = []
+    for r in results:
+        row = {column: r.label, **{_factor(f): "" for f in factors}}
+        for c in r.options:
+            score = "" if c.val_score is None else f"{100 * c.val_score:.2f}"
+            star = "*" if c.factor == r.factor else ""
+            note = short_status(c)
+            row[_factor(c.factor)] = f"{score}{star} (lr {c.lr:g}{', ' + note if note else ''})"
+        rows.append({**row, "search": r.search})
+    return rows
+
+
+def _factor(f):
+    return f"x{f:g}" if f >= 1 else f"x1/{1 / f:g}"
 
 
 def write_tables(rows, prefix, caption, extra=None):

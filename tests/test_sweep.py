@@ -17,6 +17,7 @@ import plots
 import runs
 import sweep
 import settings
+import stats
 import tables
 import timing
 from errors import UserError
@@ -170,8 +171,9 @@ def test_batch_size_sweep_scales_the_learning_rate(tmp_path, mode, expected):
 
 
 def test_jobs_run_seed_by_seed_across_values(tmp_path):
-    planned, _ = sweep.parse_cli(["lr", "0.1", "0.2", "--tune-lr", "0.5,1", "--seeds", "2", "--out", str(tmp_path)])
-    order = [(job.seed, job.point.label, job.factor) for job in sweep.plan(planned)]
+    planned, _ = sweep.parse_cli(["lr", "0.1", "0.2", "--tune-lr", "0.5,1", "--tune-seeds", "2", "--out", str(tmp_path)])
+    jobs = sweep.plan(planned.base, [(p, planned.factors) for p in planned.points], planned.tune_seeds)
+    order = [(job.seed, job.point.label, job.factor) for job in jobs]
     assert order == [(s, v, f) for s in (0, 1) for v in ("0.1", "0.2") for f in (0.5, 1.0)]
 
 
@@ -181,28 +183,31 @@ def test_the_learning_rate_is_chosen_on_validation_never_on_test():
                   fake_result("relu", [0.99, 0.99], [0.970, 0.971], 3.0),
                   fake_result("relu", [0.98, 0.98], [0.990, 0.990], 0.3)]
     candidates[2].runs[1] = fake_run(0.1, 0.1, status="diverged")  # counts as 0 validation accuracy
-    (chosen,) = sweep.choose(candidates)
+    (chosen,) = sweep.choose(candidates, [0.3, 1.0, 3.0], 0)
     assert chosen.factor == 1.0 and chosen.val_score == pytest.approx(0.9805)
-    assert {c.factor for c in chosen.options} == {0.3, 1.0, 3.0}
+    assert {c.factor for c in chosen.options} == {0.3, 1.0, 3.0} and chosen.search == "interior"
 
 
-def test_t_distribution_and_welch_test_match_known_values():
-    assert tables.t_tail(1.0, 1) == pytest.approx(0.5, abs=1e-6)  # Cauchy: P(|T| > 1) = 1/2
-    assert tables.t_tail(4.302653, 2) == pytest.approx(0.05, abs=1e-5)  # the tabled 97.5% points
-    assert tables.t_tail(2.776445, 4) == pytest.approx(0.05, abs=1e-5)
-    assert tables.t_tail(1.959964, 1e6) == pytest.approx(0.05, abs=1e-4)  # large df: the normal
-    # References from scipy.stats (ttest_ind with equal_var=False; 2 * t.sf), computed once outside the project.
-    assert tables.t_tail(1.7, 2.6) == pytest.approx(0.2015362, abs=1e-6)  # Welch's df is fractional
-    assert tables.welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.0213116, abs=1e-6)
-    assert tables.welch_p([1, 2, 3.5], [1.5, 3, 7]) == pytest.approx(0.4271336, abs=1e-6)
+def test_t_distribution_matches_known_values():
+    assert stats.t_tail(1.0, 1) == pytest.approx(0.5, abs=1e-6)  # Cauchy: P(|T| > 1) = 1/2
+    assert stats.t_tail(4.302653, 2) == pytest.approx(0.05, abs=1e-5)  # the tabled 97.5% points
+    assert stats.t_tail(2.776445, 4) == pytest.approx(0.05, abs=1e-5)
+    assert stats.t_tail(1.959964, 1e6) == pytest.approx(0.05, abs=1e-4)  # large df: the normal
+    # References from scipy.stats (2 * t.sf), computed once outside the project.
+    assert stats.t_tail(1.7, 2.6) == pytest.approx(0.2015362, abs=1e-6)  # a fractional df
+    assert stats.t_quantile(0.025, 9) == pytest.approx(2.262157, abs=1e-5)  # t.ppf(0.975, 9)
+    assert stats.t_quantile(0.2, 9) == pytest.approx(0.883404, abs=1e-5)  # t.ppf(0.8, 9)
+    assert stats.t_quantile(0.0025, 11) == pytest.approx(3.496614, abs=1e-5)  # t.ppf(0.9975, 11)
+    assert stats.paired_p([1, 2, 3.5, 4], [1.5, 3, 7, 4.1]) == pytest.approx(0.1938137, abs=1e-6)  # ttest_rel
 
 
 def test_noise_marks_say_which_values_differ_from_the_best():
     results = [fake_result("a", [0.985, 0.986, 0.984]), fake_result("b", [0.983, 0.987, 0.985]),
                fake_result("c", [0.970, 0.971, 0.969]), fake_result("d", [0.99])]
-    marks = tables.noise_marks(results)
+    marks, resolution = tables.comparison(results)
     assert marks["a"] == "best" and marks["b"].startswith("within noise (p ")
     assert marks["c"] == "lower (p < 0.001)" and "d" not in marks  # one seed: no test
+    assert resolution["seeds"] == 3 and resolution["comparisons"] == 2
 
 
 def test_a_collapsed_value_leaves_the_error_axis():
@@ -212,34 +217,44 @@ def test_a_collapsed_value_leaves_the_error_axis():
     assert plots.off_scale(results) == {"collapsed", "gone"}
 
 
+TUNE = ["--tune-lr", "0.5,1", "--widen", "1"]
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
-    """A tiny activation sweep with the learning rate tuned over two factors."""
+    """A tiny activation sweep: the learning rate searched from two factors, widened once at most, on
+    tuning seeds 0 and 1, then compared on seeds 2 and 3."""
     root = tmp_path_factory.mktemp("tuned")
     flags = [*TINY_SWEEP, "--data-dir", make_dataset(root / "data"), "--out", root / "out", "--seeds", "2",
              "--jobs", "2", "--lr", "0.1"]
-    result = run_script("sweep.py", "activation", "relu", "tanh", "--tune-lr", "0.3,1", *flags)
+    result = run_script("sweep.py", "activation", "relu", "tanh", *TUNE, *flags)
     assert result.returncode == 0, result.stderr + result.stdout
     return flags, root / "out", result.stdout
 
 
-def test_tuned_sweep_keeps_the_best_validation_lr_per_value(tuned):
+def test_tuned_sweep_compares_fresh_seeds_at_the_best_validation_lr_per_value(tuned):
     _, out, stdout = tuned
-    assert "8 runs: 0 reused, 8 to train" in stdout
-    finals = {}
+    assert "learning-rate search, round 1: 8 runs: 0 reused, 8 to train" in stdout
+    assert "comparison: 4 runs: 0 reused, 4 to train" in stdout
+    tuning, compared = {}, {}
     for run_dir in runs.find_runs(out):
         config, summary = runs.read_config(run_dir), runs.read_json(run_dir / "summary.json")
-        finals.setdefault((config["activation"], config["lr"]), []).append(summary)
+        into = tuning if config["seed"] in (0, 1) else compared
+        into.setdefault((config["activation"], config["lr"]), []).append(summary)
     rows = {row["activation"]: row for row in read_table(out, "activation")}
     for activation in ("relu", "tanh"):
-        best_lr = max((lr for a, lr in finals if a == activation),
-                      key=lambda lr: statistics.mean(s["final_val_acc"] for s in finals[(activation, lr)]))
+        tried = [lr for a, lr in tuning if a == activation]
+        assert len(tried) in (2, 3)  # the first grid, widened by one rate where its best was on an edge
+        best_lr = max(tried, key=lambda lr: statistics.mean(s["final_val_acc"] for s in tuning[(activation, lr)]))
         assert rows[activation]["lr"] == f"{best_lr:g}"
-        chosen = [s["final_test_acc"] for s in finals[(activation, best_lr)]]
-        assert rows[activation]["final_test_acc_%"].startswith(f"{100 * statistics.mean(chosen):.2f} ± ")
-    tuning = (out / "activation" / "activation_tuning.md").read_text()
-    table = [line for line in tuning.splitlines() if line.startswith("| ")]
-    assert table[0] == "| activation | x0.3 | x1 |" and sum(line.count("*") for line in table) == 2
+        assert set(lr for a, lr in compared if a == activation) == {best_lr}  # seeds 2, 3 at that rate only
+        chosen = [s["final_test_acc"] for s in compared[(activation, best_lr)]]
+        assert len(chosen) == 2 and rows[activation]["final_test_acc_%"].startswith(f"{100 * statistics.mean(chosen):.2f} ± ")
+    table = [line for line in (out / "activation" / "activation_tuning.md").read_text().splitlines()
+             if line.startswith("| ")]
+    assert table[0].startswith("| activation |") and table[0].endswith("| search |")
+    assert sum(line.count("*") for line in table) == 2
+    assert (out / "activation" / "activation_lr.png").stat().st_size > 0
 
 
 def test_timing_pass_is_saved_retimed_on_request_and_kept_by_plot_only(tuned):
@@ -249,10 +264,10 @@ def test_timing_pass_is_saved_retimed_on_request_and_kept_by_plot_only(tuned):
     first = json.loads(path.read_text())
     assert set(first["values"]) == {"relu", "tanh"} and first["rounds"] == timing.ROUNDS
     assert all(v["low"] <= v["median"] <= v["high"] for v in first["values"].values())
-    replot = run_script("sweep.py", "activation", "relu", "tanh", "--tune-lr", "0.3,1", *flags, "--plot-only")
+    replot = run_script("sweep.py", "activation", "relu", "tanh", *TUNE, *flags, "--plot-only")
     assert replot.returncode == 0 and "timing pass:" not in replot.stdout and json.loads(path.read_text()) == first
     before = run_dirs(out)
-    retimed = run_script("sweep.py", "activation", "relu", "tanh", "--tune-lr", "0.3,1", *flags, "--retime")
+    retimed = run_script("sweep.py", "activation", "relu", "tanh", *TUNE, *flags, "--retime")
     assert retimed.returncode == 0 and "timing pass:" in retimed.stdout and "to train" not in retimed.stdout
     assert json.loads(path.read_text())["values"] != first["values"] and run_dirs(out) == before
     rows = [line for line in (out / "activation" / "activation.md").read_text().splitlines() if line.startswith("| ")]
@@ -298,7 +313,60 @@ def test_each_job_runs_exactly_the_config_it_was_planned_with(tmp_path):
     """plan builds configs without parsing argv back: the train.py flags of every job must give its config."""
     planned, _ = sweep.parse_cli(["--grid", "optimizer=adam,sgd", "batch_size=32,256", "--lr-scaling", "sqrt",
                                   "--tune-lr", "0.5,1,2", "--hidden", "64", "--out", str(tmp_path)])
-    jobs = sweep.plan(planned)
-    assert len(jobs) == 4 * 3 * 3
+    jobs = sweep.plan(planned.base, [(p, planned.factors) for p in planned.points], planned.tune_seeds + planned.seeds)
+    assert len(jobs) == 4 * 3 * 5
     for job in jobs:
         assert settings.parse_config(job.argv) == job.config and settings.run_key(job.config) == job.key
+
+
+# ---------------------------------------------------------------------------- tuning and statistics (issue 19)
+
+FIRST = [0.25, 0.5, 1.0, 2.0, 4.0]
+
+
+def test_the_search_widens_outward_while_the_best_rate_is_on_an_edge():
+    rising = {f: f for f in FIRST}  # the higher the rate, the better: widen upwards, by the grid's spacing
+    assert sweep.widen(FIRST, rising, FIRST, 2) == FIRST + [8.0]
+    assert sweep.widen(FIRST + [8.0, 16.0], {**rising, 8.0: 8, 16.0: 16}, FIRST, 2) == FIRST + [8.0, 16.0]
+    assert sweep.search_state(FIRST + [8.0, 16.0], {**rising, 8.0: 8, 16.0: 16}, FIRST, 2) == \
+        "at the highest rate tried, the limit of --widen 2"
+    falling = {f: -f for f in FIRST}
+    assert sweep.widen(FIRST, falling, FIRST, 2) == [0.125] + FIRST
+    peaked = {f: -abs(f - 1) for f in FIRST}
+    assert sweep.widen(FIRST, peaked, FIRST, 2) == FIRST and sweep.search_state(FIRST, peaked, FIRST, 2) == "interior"
+    diverged = {**rising, 8.0: 0.0}  # the next rate diverged: it bounds the search, and 4 is interior
+    assert sweep.widen(FIRST + [8.0], diverged, FIRST, 2) == FIRST + [8.0]
+    assert sweep.search_state(FIRST + [8.0], diverged, FIRST, 2) == "interior"
+    assert sweep.widen(FIRST, {**rising, 4.0: None}, FIRST, 2) == FIRST  # runs missing: wait for them
+
+
+def test_holm_adjusts_the_smallest_p_most_and_keeps_the_order():
+    adjusted = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adjusted == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})  # 3 x 0.01; 2 x 0.03; max(0.06, 0.04)
+    assert stats.holm({"only": 0.2}) == {"only": 0.2} and stats.holm({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}
+
+
+def test_the_paired_test_sees_a_steady_difference_that_the_spread_between_seeds_hides():
+    rng = random.Random(1)
+    seed_effect = [rng.gauss(0, 0.002) for _ in range(10)]  # what a seed does to every value alike
+    a = [0.980 + e + rng.gauss(0, 0.0002) for e in seed_effect]
+    b = [0.979 + e + rng.gauss(0, 0.0002) for e in seed_effect]  # 0.1 point lower, seed by seed
+    assert statistics.stdev(a) > 0.001  # the seeds spread more than the difference
+    assert stats.paired_p(a, b) < 0.001
+    assert stats.paired_p(a, list(reversed(b))) > 0.05  # unpaired, the same numbers show nothing
+
+
+@pytest.mark.parametrize("n, comparisons", [(5, 1), (10, 6), (12, 10)])
+def test_the_resolvable_difference_is_detected_with_the_stated_power(n, comparisons):
+    sd = 0.001
+    delta = stats.resolvable(sd, n, comparisons)
+    level = stats.ALPHA / comparisons
+    critical = stats.t_quantile(level / 2, n - 1)
+    rng = random.Random(n)
+    hits = 0
+    for _ in range(4000):
+        d = [delta + rng.gauss(0, sd) for _ in range(n)]
+        hits += abs(statistics.mean(d)) / (statistics.stdev(d) / n ** 0.5) > critical
+    # The t-based formula is the usual approximation to the noncentral t's power: within a few points.
+    assert hits / 4000 == pytest.approx(stats.POWER, abs=0.04)
+    assert stats.resolvable(2 * sd, n, comparisons) == pytest.approx(2 * delta)

@@ -1,0 +1,74 @@
+"""The statistics of a comparison over seeds: paired t-tests, Holm's correction for the number of
+comparisons, and the smallest difference a comparison resolves.
+
+Every value of a sweep trains with the same seeds, and a seed fixes the data order (and, for one
+architecture, the initial weights), so the values are compared seed by seed: the test is on the
+per-seed differences, whose spread leaves out what the seed does to every value alike.
+"""
+import math
+import statistics
+
+ALPHA, POWER = 0.05, 0.8
+
+
+def t_tail(t, df, steps=4000):
+    """P(|T| > t) for Student's t with df >= 1 degrees of freedom.
+
+    With T = sqrt(df) tan(u), the density of u on [0, pi/2) is proportional to cos(u)^(df - 1), which
+    is bounded for df >= 1: the tail is a ratio of two integrals of it, taken by Simpson's rule.
+    """
+    def integral(a, b):
+        h = (b - a) / steps
+        f = [math.cos(a + i * h) ** (df - 1) for i in range(steps + 1)]
+        return h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+    return integral(math.atan(t / math.sqrt(df)), math.pi / 2) / integral(0.0, math.pi / 2)
+
+
+def t_quantile(tail, df):
+    """The t with P(T > t) = tail (one-sided), for 0 < tail < 0.5, by bisection on t_tail."""
+    low, high = 0.0, 1.0
+    while t_tail(high, df) > 2 * tail:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_tail(mid, df) > 2 * tail else (low, mid)
+    return (low + high) / 2
+
+
+def paired_p(a, b):
+    """Two-sided p-value of the paired t-test that a and b (per-seed values, 2 or more pairs, in the
+    same seed order) have one mean."""
+    d = [x - y for x, y in zip(a, b)]
+    mean, sd = statistics.mean(d), statistics.stdev(d)
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    return t_tail(abs(mean) / (sd / math.sqrt(len(d))), len(d) - 1)
+
+
+def holm(pvalues):
+    """Holm's step-down adjustment of {name: p}: the family-wise error rate stays at most ALPHA when a
+    difference counts where its adjusted p is below ALPHA, however many are tested."""
+    ordered = sorted(pvalues, key=pvalues.get)
+    adjusted, running = {}, 0.0
+    for i, name in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - i) * pvalues[name]))
+        adjusted[name] = running
+    return adjusted
+
+
+def resolvable(sd, n, comparisons, alpha=ALPHA, power=POWER):
+    """The smallest true difference a paired t-test over n seeds detects with the given power at level
+    alpha / comparisons (Holm's strictest step, Bonferroni's level), when the per-seed differences have
+    standard deviation sd."""
+    df = n - 1
+    return (t_quantile(alpha / (2 * comparisons), df) + t_quantile(1 - power, df)) * sd / math.sqrt(n)
+
+
+# How the learning-rate search scores a rate from its runs on the tuning seeds (see sweep.Candidate).
+TUNING_SCORE = "mean final validation accuracy (%, a seed that did not complete counting as 0)"
+
+
+def tuning_score(val_accs):
+    """A rate's score from its final validation accuracies over the tuning seeds (None: the seed did
+    not complete)."""
+    return statistics.mean(a or 0.0 for a in val_accs)
