@@ -32,6 +32,9 @@ class Setting(NamedTuple):
     scope: str
     group: str
     kwargs: dict  # argparse's add_argument arguments: default, type, choices, action, help
+    # Settings added after run format 2 enter the run key only when set, so the runs trained before
+    # them keep their keys and are still reused.
+    keyed_when_set: bool = False
 
     @property
     def dest(self):
@@ -149,6 +152,14 @@ SETTINGS = (
     _s("--hflip", group="augmentation", action="store_true", default=False,
        help="flip half the training images left-right (for fashion-mnist; digits are not symmetric)"),
 
+    Setting("--diagnostics", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="log per-layer gradient norms (also at initialisation) and the fraction of dead units per layer "
+             "after each epoch (see diagnostics.py)"), keyed_when_set=True),
+    Setting("--noise-scale", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="log the gradient noise scale B_simple of McCandlish et al. (2018) after each epoch"), keyed_when_set=True),
+
     _s("--device", SYSTEM, "system", default="auto", choices=("auto", "cpu", "cuda", "mps"),
        help="auto picks cuda, then mps, then cpu"),
     _s("--threads", SYSTEM, "system", type=POSITIVE_INT, default=None,
@@ -245,6 +256,8 @@ def format_value(value):
 
 
 def run_key(config):
-    """The run's identity: a hash of every setting that changes what it computes, the seed included."""
-    return runs.digest({s.dest: config[s.dest] for s in SETTINGS if s.scope in (RUN, SEED)})
+    """The run's identity: a hash of every setting that changes what it computes or records, the seed
+    included."""
+    return runs.digest({s.dest: config[s.dest] for s in SETTINGS if s.scope in (RUN, SEED)
+                        and not (s.keyed_when_set and config[s.dest] == s.default)})
 

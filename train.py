@@ -30,6 +30,7 @@ from tqdm import tqdm
 import adversarial
 import augment
 import dataloader
+import diagnostics
 import runs
 import settings
 from errors import UserError, run_cli
@@ -208,10 +209,11 @@ def epoch_row(trainer, tensors, epoch, result, seconds, metrics):
     t0 = time.perf_counter()
     val_loss, val_acc = evaluate(model, trainer.eval_loss_fn, *tensors["val"]) if tensors["val"] else (None, None)
     test_loss, test_acc = evaluate(model, trainer.eval_loss_fn, *tensors["test"])
+    measured = diagnostics.measure(trainer, tensors, epoch)
     return {"epoch": epoch + 1, "train_loss": result.loss_sum.item() / n, "train_acc": result.correct.item() / n,
             "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
             "epoch_seconds": seconds, "elapsed_seconds": seconds + (metrics[-1]["elapsed_seconds"] if metrics else 0.0),
-            "eval_seconds": time.perf_counter() - t0, "lr": result.lr}
+            "eval_seconds": time.perf_counter() - t0, "lr": result.lr, **measured}
 
 
 def step_rows(result, epoch, steps_per_epoch, every):
