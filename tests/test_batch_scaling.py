@@ -65,4 +65,4 @@ def test_a_tiny_study_end_to_end(tmp_path):
     again = run_script("batch_scaling.py", *flags)  # everything reused: nothing trained or timed again
     rounds = [line for line in again.stdout.splitlines() if line.startswith("learning-rate search, round")]
     assert again.returncode == 0 and rounds and all(line.endswith(" 0 to train") for line in rounds)
-    assert "noise scale: training" not in again.stdout and "timing pass" not in again.stdout
+    assert "noise scale: training" not in again.stdout and "timing pass:" not in again.stdout
