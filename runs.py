@@ -276,11 +276,11 @@ def _new_folder(config, key):
     raise UserError(f"{parent}: cannot find a free run folder name for {base}")
 
 
-def checkpoint(model, optimizer, ema_model, config, epoch, tensors):
+def checkpoint(model, optimizer, ema, config, epoch, tensors):
     """model.pt's content: weights (and averaged weights), optimizer and random state after `epoch`
     epochs, the config and the normalisation test.py needs."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "ema_model": ema_model.state_dict() if ema_model is not None else None,
+            "ema_model": ema.state_dict() if ema is not None else None,
             "config": config, "epoch": epoch, "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if config["device"] == "cuda" else None,
             "norm_mean": tensors["mean"], "norm_std": tensors["std"]}
@@ -307,8 +307,8 @@ def trim_to(run_dir, epoch):
     return metrics
 
 
-def restore(run_dir, model, optimizer, ema_model, device):
-    """Load the last checkpoint of an interrupted run into the model, optimizer, averaged model and
+def restore(run_dir, model, optimizer, ema, device):
+    """Load the last checkpoint of an interrupted run into the model, optimizer, moving average and
     random state, and trim the logs written after it; returns the metrics up to the checkpoint."""
     ckpt_path, epoch = run_dir / "model.pt", 0
     if ckpt_path.exists():
@@ -316,8 +316,8 @@ def restore(run_dir, model, optimizer, ema_model, device):
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            if ema_model is not None:
-                ema_model.load_state_dict(ckpt["ema_model"])
+            if ema is not None:
+                ema.load_state_dict(ckpt["ema_model"])
         except (KeyError, RuntimeError, ValueError, AttributeError) as e:
             raise UserError(f"{ckpt_path}: does not match the run's config.json (another "
                             f"architecture?): {_first_detail(e)}; put back this run's model.pt or "

@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 import adversarial
@@ -33,7 +32,7 @@ import dataloader
 import runs
 import settings
 from errors import UserError, run_cli
-from model import MLP, apply_max_norm, model_kwargs
+from model import EMA, MLP, apply_max_norm, model_kwargs
 from registry import LOSSES, make_optimizer
 
 # ---------------------------------------------------------------------------- set-up
@@ -58,7 +57,7 @@ class Trainer(NamedTuple):
     optimizer: torch.optim.Optimizer
     loss_fn: object               # the training objective (label smoothing included)
     eval_loss_fn: object          # the plain loss, for validation and test
-    ema: AveragedModel            # or None; evaluated in the model's place when set
+    ema: EMA                      # or None; evaluated in the model's place when set
     background: float             # a blank pixel's normalised value, for augmentation
     adv_eps: float                # the adversarial perturbation in normalised units
 
@@ -68,9 +67,7 @@ def build_trainer(config, tensors, device):
     torch.manual_seed(config["seed"])
     model = MLP(**model_kwargs(config)).to(device)
     loss_fn = LOSSES[config["loss"]].fn
-    ema = None
-    if config["ema"]:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True)
+    ema = EMA(model, config["ema"]) if config["ema"] else None
     return Trainer(
         config, model, torch.compile(model) if config["compile"] else model,
         make_optimizer(config["optimizer"], list(model.parameters()), config["lr"], config["momentum"],
@@ -223,8 +220,7 @@ def step_rows(result, epoch, steps_per_epoch, every):
 
 def checkpoint(trainer, epoch, tensors):
     """model.pt's content after `epoch` epochs (runs.checkpoint says what it holds)."""
-    ema_model = trainer.ema.module if trainer.ema else None
-    return runs.checkpoint(trainer.model, trainer.optimizer, ema_model, trainer.config, epoch, tensors)
+    return runs.checkpoint(trainer.model, trainer.optimizer, trainer.ema, trainer.config, epoch, tensors)
 
 
 def diverged(result, epoch, steps_per_epoch):
@@ -316,11 +312,7 @@ def printer(config):
 
 def restore(run_dir, trainer):
     """Load the last checkpoint of an interrupted run into the trainer; returns the metrics up to it."""
-    metrics = runs.restore(run_dir, trainer.model, trainer.optimizer, trainer.ema.module if trainer.ema else None,
-                           trainer.config["device"])
-    if trainer.ema:
-        trainer.ema.n_averaged.fill_(1)  # averaging, not copying, from the next step on
-    return metrics
+    return runs.restore(run_dir, trainer.model, trainer.optimizer, trainer.ema, trainer.config["device"])
 
 
 # ---------------------------------------------------------------------------- the command
