@@ -39,14 +39,12 @@ from registry import LOSSES, make_optimizer
 
 
 def resolve_device(name):
-    """The torch device for --device; asking for one that is not there is an error."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+    """The torch device for --device (None, not given, as auto); asking for one that is not there is an error."""
+    here = settings.devices_here()
+    if name not in (None, "auto", *here):
         raise UserError(f"--device {name}: no {name.upper()} device is available on this machine; "
                         f"use --device cpu or --device auto")
-    return name
+    return name if name in here else here[0]
 
 
 class Trainer(NamedTuple):
@@ -317,12 +315,16 @@ def restore(run_dir, trainer):
 
 # ---------------------------------------------------------------------------- the command
 
-def resume_config(run_dir, device="auto", threads=None, quiet=False):
-    """The saved settings of an unfinished run, with this call's device, threads and printing."""
+def resume_config(run_dir, device=None, threads=None, quiet=False):
+    """The saved settings of an unfinished run, with this call's threads and printing, on its own device
+    unless `device` is given (settings.resume_device)."""
     saved = runs.read_config(run_dir)
     status = runs.read_status(run_dir)
     if status in runs.FINISHED:
         raise UserError(f"{run_dir}: already {status}; nothing to resume")
+    device, note = settings.resume_device(saved["device"], device and resolve_device(device), settings.devices_here())
+    if note:
+        print(note, file=sys.stderr)
     # The saved thread count stays unless overridden: another count sums in another order, and the
     # resumed metrics would no longer match an uninterrupted run's.
     return {**{s.dest: saved[s.dest] for s in settings.SETTINGS}, "format_version": saved["format_version"],
@@ -351,8 +353,8 @@ def main():
     parser = settings.build_parser()
     g = parser.add_argument_group("starting")
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue an interrupted run from its folder (its saved settings are used; "
-                        "--device, --threads and --quiet may be given)")
+                   help="continue an interrupted run from its folder (its saved settings are used, its "
+                        "device too; --device, --threads and --quiet may be given)")
     g.add_argument("--once", action="store_true",
                    help="train only if --out has no run with the same settings: reuse a finished one, "
                         "resume an unfinished one, wait for one another process is training (sweeps use it)")

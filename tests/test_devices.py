@@ -1,5 +1,6 @@
-"""The GPU path, checked on the CPU (issue 21): the fused update dropped where torch refuses it, and a
-moving average that never waits on the device."""
+"""The GPU path, checked on the CPU (issue 21): the fused update dropped where torch refuses it, the device a
+resumed run continues on, the random state of that device in the checkpoint, and a moving average that
+never waits on the device."""
 import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -7,6 +8,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import registry
+import runs
+import settings
+import train
+from conftest import TINY
 from model import EMA, MLP
 
 
@@ -58,6 +63,76 @@ def test_the_fused_update_is_kept_where_torch_has_it(name):
     model = MLP(hidden=[8])
     optimizer = registry.make_optimizer(name, list(model.parameters()), 0.01, 0.9, 0.0)
     assert optimizer.param_groups[0]["fused"] is True
+
+
+# ---------------------------------------------------------------------------- the device of a resumed run
+
+@pytest.mark.parametrize("saved, given, here, device, note", [
+    ("cpu", None, ["cuda", "cpu"], "cpu", None),                   # trained on the CPU of a GPU machine
+    ("cuda", None, ["cuda", "cpu"], "cuda", None),
+    ("mps", None, ["mps", "cpu"], "mps", None),
+    ("cpu", "cuda", ["cuda", "cpu"], "cuda", "resumes on cuda, as asked"),
+    ("cuda", "cpu", ["cuda", "cpu"], "cpu", "resumes on cpu, as asked"),
+    ("cuda", None, ["cpu"], "cpu", "as this machine has no CUDA device"),
+    ("cuda", None, ["mps", "cpu"], "mps", "as this machine has no CUDA device"),
+])
+def test_a_resumed_run_keeps_its_device_unless_told(saved, given, here, device, note):
+    chosen, said = settings.resume_device(saved, given, here)
+    assert chosen == device
+    if note is None:
+        assert said is None
+    else:
+        assert note in said and "will not match those of an uninterrupted run" in said
+
+
+def test_resume_config_uses_the_saved_device_and_says_once_when_it_changes(tmp_path, monkeypatch, capsys):
+    config = settings.parse_config([*TINY, "--out", str(tmp_path)])
+    runs.write_json(tmp_path / "config.json", config)  # a run folder that has not finished an epoch
+    assert settings.build_parser().parse_args([]).device is None  # "not given" is told from "auto"
+    monkeypatch.setattr(settings, "devices_here", lambda: ["cuda", "cpu"])  # a GPU machine
+    assert train.resume_config(tmp_path)["device"] == "cpu" and capsys.readouterr().err == ""
+    assert train.resume_config(tmp_path, "auto")["device"] == "cuda"
+    assert capsys.readouterr().err.count("will not match") == 1
+
+
+# ---------------------------------------------------------------------------- the random state in a checkpoint
+
+class FakeMPS:
+    """Stands in for torch.mps's random-state functions on a machine without MPS."""
+
+    def __init__(self):
+        self.state, self.set_to = torch.arange(8, dtype=torch.uint8), None
+
+    def get_rng_state(self):
+        return self.state.clone()
+
+    def set_rng_state(self, state):
+        self.set_to = state
+
+
+def test_the_checkpoint_holds_and_restores_the_random_state_of_the_device_in_use(tmp_path, monkeypatch):
+    mps = FakeMPS()
+    monkeypatch.setitem(runs.DEVICE_RNG, "mps", mps)
+    model = MLP(hidden=[8])
+    ckpt = runs.checkpoint(model, torch.optim.SGD(model.parameters(), lr=0.1), None, {"device": "mps"}, 1,
+                           {"mean": 0.1, "std": 0.3})
+    assert torch.equal(ckpt["mps_rng"], mps.state) and ckpt["cuda_rng"] is None
+    runs.save_checkpoint(tmp_path / "model.pt", ckpt)
+    loaded = runs.load_checkpoint(tmp_path / "model.pt")  # weights_only, as a resume reads it
+    expected = torch.rand(3)  # what the CPU draws next from the saved state
+    runs.set_rng_state(loaded, "cpu")
+    assert mps.set_to is None and torch.equal(torch.rand(3), expected)
+    runs.set_rng_state(loaded, "mps")
+    assert torch.equal(mps.set_to, mps.state)
+
+
+def test_random_draws_inside_rng_kept_leave_the_random_state_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with runs.rng_kept("cpu"):
+        torch.rand(100)
+    assert torch.equal(torch.rand(3), expected)
 
 
 # ---------------------------------------------------------------------------- the moving average
