@@ -1,6 +1,8 @@
 """The GPU path, checked on the CPU (issue 21): the fused update dropped where torch refuses it, the device a
-resumed run continues on, the random state of that device in the checkpoint, and a moving average that
-never waits on the device."""
+resumed run continues on, the random state of that device in the checkpoint, a moving average that never
+waits on the device, and a GPU warm-up that changes nothing a run computes."""
+import signal
+
 import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -13,6 +15,17 @@ import settings
 import train
 from conftest import TINY
 from model import EMA, MLP
+
+TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    """train.train installs its own SIGINT/SIGTERM handlers; give pytest its own back."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 # ---------------------------------------------------------------------------- fused, where torch has it
@@ -201,3 +214,25 @@ def test_the_moving_average_update_reads_nothing_back_from_the_device():
     # The check does catch AveragedModel's counter: compared in Python, and read from outside the models.
     caught = host_transfers(lambda: theirs.update_parameters(model), model, theirs.module)
     assert "aten._local_scalar_dense.default" in caught and "aten.eq.Scalar" in caught
+
+
+# ---------------------------------------------------------------------------- the GPU warm-up
+
+def test_the_warm_up_step_changes_nothing_the_run_computes(tiny_data, tmp_path, monkeypatch):
+    """warm_up runs only on a GPU; run here on the CPU, its throwaway step must leave every figure and
+    weight of a run with dropout, VAT, augmentation and a moving average as they are without it."""
+    flags = [*TINY, "--data-dir", str(tiny_data), "--threads", "1", "--dropout", "0.2", "--ema", "0.9",
+             "--adversarial", "vat", "--adv-eps", "2", "--shift", "2", "--optimizer", "adam"]
+    plain, _ = train.train(settings.parse_config([*flags, "--out", str(tmp_path / "plain")]))
+    built = []
+    real_build = train.build_trainer
+    monkeypatch.setattr(train, "build_trainer", lambda *a: built.append(a) or real_build(*a))
+    monkeypatch.setattr(train, "WARM_UP", ("cpu",))
+    warmed, _ = train.train(settings.parse_config([*flags, "--out", str(tmp_path / "warmed")]))
+    assert len(built) == 2  # the run's trainer and the throwaway one
+    rows = [[{k: v for k, v in m.items() if k not in TIMING} for m in runs.read_jsonl(d / "metrics.jsonl")]
+            for d in (plain, warmed)]
+    assert len(rows[0]) == 2 and rows[0] == rows[1]
+    weights = [runs.load_checkpoint(d / "model.pt") for d in (plain, warmed)]
+    for key in ("model", "ema_model"):
+        assert all(torch.equal(weights[0][key][k], weights[1][key][k]) for k in weights[0][key])
