@@ -153,8 +153,8 @@ SETTINGS = (
 
     # None, not "auto", by default: --resume tells a --device not given from an asked-for auto.
     _s("--device", SYSTEM, "system", default=None, choices=("auto", "cpu", "cuda", "mps"),
-       help="auto picks cuda, then mps, then cpu, as does leaving it out; --resume without it keeps the "
-            "run's own device"),
+       help="auto picks cuda, then mps, then cpu, as does leaving it out; a resumed run without it keeps "
+            "its own device"),
     _s("--threads", SYSTEM, "system", type=POSITIVE_INT, default=None,
        help="CPU threads for torch (default: torch's choice)"),
     _s("--compile", group="system", action="store_true", default=False, help="torch.compile the model"),
