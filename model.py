@@ -1,4 +1,5 @@
 """The one multilayer perceptron every script trains: flat 784 pixels in, 10 logits out."""
+import copy
 import math
 
 import torch
@@ -71,6 +72,43 @@ def apply_max_norm(model, limit):
     for layer in model:
         if isinstance(layer, nn.Linear):
             layer.weight.renorm_(2, 0, limit)
+
+
+class EMA:
+    """The exponential moving average of a model's weights and buffers (--ema), kept on its device.
+
+    The numbers of torch's AveragedModel with get_ema_multi_avg_fn(decay) and use_buffers=True: the
+    first update copies, each later one moves the average 1 - decay of the way to the model. That class
+    keeps its update count on the CPU and copies it to the GPU at every update, a host-device
+    synchronisation per step; here a Python flag does the count's one job, so no update waits on the
+    device. state_dict is the averaged model's, as model.pt has always held it.
+    """
+
+    def __init__(self, model, decay):
+        self.module, self.decay, self.started = copy.deepcopy(model), decay, False
+
+    @torch.no_grad()
+    def update_parameters(self, model):
+        """Average the model's current weights and buffers in (copy them, the first time)."""
+        average, current = [*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()]
+        if not self.started:
+            torch._foreach_copy_(average, current)
+            self.started = True
+            return
+        floats = [(a, c) for a, c in zip(average, current) if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - self.decay)
+        for a, c in zip(average, current):
+            if not a.is_floating_point():  # batch norm's step count, rounded down as AveragedModel does
+                a.copy_(a * self.decay + c * (1 - self.decay))
+
+    def state_dict(self):
+        """The averaged model's weights and buffers."""
+        return self.module.state_dict()
+
+    def load_state_dict(self, state):
+        """Load saved averaged weights: the next update averages into them instead of copying over them."""
+        self.module.load_state_dict(state)
+        self.started = True
 
 
 def model_kwargs(config):

@@ -5,7 +5,7 @@ A run is a folder <out>/runs/<name>/ holding
   metrics.jsonl  one JSON object per finished epoch
   steps.csv      the training loss averaged over every few steps
   summary.json   status (running, completed, diverged, interrupted) and the final figures
-  model.pt       weights, optimizer and random state of the last finished epoch
+  model.pt       weights, optimizer and random state (CPU and device) of the last finished epoch
 Plots and tables read only these files. <out>/runs/.claims/ holds one lock file per run key, so that
 two processes never train the same settings at once (see claim).
 
@@ -276,13 +276,41 @@ def _new_folder(config, key):
     raise UserError(f"{parent}: cannot find a free run folder name for {base}")
 
 
-def checkpoint(model, optimizer, ema_model, config, epoch, tensors):
+# Dropout and VAT draw from the generator of the device they run on, which is not the CPU's: each
+# accelerator's torch module holds its own (get_rng_state, set_rng_state).
+DEVICE_RNG = {"cuda": torch.cuda, "mps": torch.mps}
+
+
+def rng_state(device):
+    """The random state a run on `device` draws from: {"rng": the CPU's, "cuda_rng", "mps_rng"}, the
+    state of a device not in use None."""
+    return {"rng": torch.get_rng_state(),
+            **{f"{name}_rng": rng.get_rng_state() if name == device else None for name, rng in DEVICE_RNG.items()}}
+
+
+def set_rng_state(state, device):
+    """Put back a state from rng_state: the CPU's, and that of `device` where it was saved."""
+    torch.set_rng_state(state["rng"])
+    if state.get(f"{device}_rng") is not None:
+        DEVICE_RNG[device].set_rng_state(state[f"{device}_rng"])
+
+
+@contextlib.contextmanager
+def rng_kept(device):
+    """Random draws made inside leave the random state of the CPU and of `device` as they found it."""
+    state = rng_state(device)
+    try:
+        yield
+    finally:
+        set_rng_state(state, device)
+
+
+def checkpoint(model, optimizer, ema, config, epoch, tensors):
     """model.pt's content: weights (and averaged weights), optimizer and random state after `epoch`
     epochs, the config and the normalisation test.py needs."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "ema_model": ema_model.state_dict() if ema_model is not None else None,
-            "config": config, "epoch": epoch, "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if config["device"] == "cuda" else None,
+            "ema_model": ema.state_dict() if ema is not None else None,
+            "config": config, "epoch": epoch, **rng_state(config["device"]),
             "norm_mean": tensors["mean"], "norm_std": tensors["std"]}
 
 
@@ -307,24 +335,23 @@ def trim_to(run_dir, epoch):
     return metrics
 
 
-def restore(run_dir, model, optimizer, ema_model, device):
-    """Load the last checkpoint of an interrupted run into the model, optimizer, averaged model and
-    random state, and trim the logs written after it; returns the metrics up to the checkpoint."""
+def restore(run_dir, model, optimizer, ema, device):
+    """Load the last checkpoint of an interrupted run into the model, optimizer, moving average and
+    random state (of the CPU and of `device`), and trim the logs written after it; returns the metrics
+    up to the checkpoint."""
     ckpt_path, epoch = run_dir / "model.pt", 0
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            if ema_model is not None:
-                ema_model.load_state_dict(ckpt["ema_model"])
+            if ema is not None:
+                ema.load_state_dict(ckpt["ema_model"])
         except (KeyError, RuntimeError, ValueError, AttributeError) as e:
             raise UserError(f"{ckpt_path}: does not match the run's config.json (another "
                             f"architecture?): {_first_detail(e)}; put back this run's model.pt or "
                             f"retrain the run") from None
-        torch.set_rng_state(ckpt["rng"])
-        if device == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"])
+        set_rng_state(ckpt, device)
         epoch = ckpt["epoch"]
     return trim_to(run_dir, epoch)
 

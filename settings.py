@@ -10,6 +10,8 @@ import math
 import shlex
 from typing import NamedTuple
 
+import torch
+
 import adversarial
 import augment
 import dataloader
@@ -160,8 +162,10 @@ SETTINGS = (
         action="store_true", default=False,
         help="log the gradient noise scale B_simple of McCandlish et al. (2018) after each epoch"), keyed_when_set=True),
 
-    _s("--device", SYSTEM, "system", default="auto", choices=("auto", "cpu", "cuda", "mps"),
-       help="auto picks cuda, then mps, then cpu"),
+    # None, not "auto", by default: --resume tells a --device not given from an asked-for auto.
+    _s("--device", SYSTEM, "system", default=None, choices=("auto", "cpu", "cuda", "mps"),
+       help="auto picks cuda, then mps, then cpu, as does leaving it out; a resumed run without it keeps "
+            "its own device"),
     _s("--threads", SYSTEM, "system", type=POSITIVE_INT, default=None,
        help="CPU threads for torch (default: torch's choice)"),
     _s("--compile", group="system", action="store_true", default=False, help="torch.compile the model"),
@@ -261,3 +265,21 @@ def run_key(config):
     return runs.digest({s.dest: config[s.dest] for s in SETTINGS if s.scope in (RUN, SEED)
                         and not (s.keyed_when_set and config[s.dest] == s.default)})
 
+
+def devices_here():
+    """The devices torch can train on here, in the order --device auto picks them."""
+    found = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    return [name for name, there in found.items() if there]
+
+
+def resume_device(saved, given, here):
+    """The device a resumed run trains on, and a line to tell the user or None: the run's own device
+    (`saved`) unless one was given (`given`, resolved), auto's pick where `here` (devices_here) lacks it.
+    On another device the run draws other random numbers and sums in another order, so the line says
+    that its resumed metrics will not match an uninterrupted run."""
+    device = given or (saved if saved in here else here[0])
+    if device == saved:
+        return device, None
+    how = "as asked" if given else f"as this machine has no {saved.upper()} device"
+    return device, (f"note: the run trained on {saved} and resumes on {device}, {how}: its resumed metrics will "
+                    f"not match those of an uninterrupted run")

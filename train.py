@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 import adversarial
@@ -34,21 +33,20 @@ import diagnostics
 import runs
 import settings
 from errors import UserError, run_cli
-from model import MLP, apply_max_norm, model_kwargs
+from model import EMA, MLP, apply_max_norm, model_kwargs
 from registry import LOSSES, make_optimizer
 
 # ---------------------------------------------------------------------------- set-up
+WARM_UP = ("cuda", "mps")  # the devices whose first step pays one-time set-up (see warm_up)
 
 
 def resolve_device(name):
-    """The torch device for --device; asking for one that is not there is an error."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+    """The torch device for --device (None, not given, as auto); asking for one that is not there is an error."""
+    here = settings.devices_here()
+    if name not in (None, "auto", *here):
         raise UserError(f"--device {name}: no {name.upper()} device is available on this machine; "
                         f"use --device cpu or --device auto")
-    return name
+    return name if name in here else here[0]
 
 
 class Trainer(NamedTuple):
@@ -59,7 +57,7 @@ class Trainer(NamedTuple):
     optimizer: torch.optim.Optimizer
     loss_fn: object               # the training objective (label smoothing included)
     eval_loss_fn: object          # the plain loss, for validation and test
-    ema: AveragedModel            # or None; evaluated in the model's place when set
+    ema: EMA                      # or None; evaluated in the model's place when set
     background: float             # a blank pixel's normalised value, for augmentation
     adv_eps: float                # the adversarial perturbation in normalised units
 
@@ -69,9 +67,7 @@ def build_trainer(config, tensors, device):
     torch.manual_seed(config["seed"])
     model = MLP(**model_kwargs(config)).to(device)
     loss_fn = LOSSES[config["loss"]].fn
-    ema = None
-    if config["ema"]:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True)
+    ema = EMA(model, config["ema"]) if config["ema"] else None
     return Trainer(
         config, model, torch.compile(model) if config["compile"] else model,
         make_optimizer(config["optimizer"], list(model.parameters()), config["lr"], config["momentum"],
@@ -79,6 +75,18 @@ def build_trainer(config, tensors, device):
         functools.partial(F.cross_entropy, label_smoothing=config["label_smoothing"])
         if config["label_smoothing"] else loss_fn,
         loss_fn, ema, -tensors["mean"] / tensors["std"], config["adv_eps"] / tensors["std"])
+
+
+def warm_up(config, tensors, device):
+    """On a GPU, one untimed step of a throwaway trainer, so that epoch 1's time leaves out one-time set-up
+    (kernel loading, cuBLAS handles, allocator growth). A copy under a kept random state, not a step of the
+    run's own trainer, so the run computes what it would without it; on the CPU, where the first step
+    costs little extra, nothing runs and a run stays bit for bit what it was."""
+    if device in WARM_UP:
+        with runs.rng_kept(device):
+            x, y = (t[:config["batch_size"]] for t in tensors["train"])
+            train_step(build_trainer(config, tensors, device), x, y, torch.Generator(device=device))
+            sync(device)
 
 
 def sync(device):
@@ -225,8 +233,7 @@ def step_rows(result, epoch, steps_per_epoch, every):
 
 def checkpoint(trainer, epoch, tensors):
     """model.pt's content after `epoch` epochs (runs.checkpoint says what it holds)."""
-    ema_model = trainer.ema.module if trainer.ema else None
-    return runs.checkpoint(trainer.model, trainer.optimizer, ema_model, trainer.config, epoch, tensors)
+    return runs.checkpoint(trainer.model, trainer.optimizer, trainer.ema, trainer.config, epoch, tensors)
 
 
 def diverged(result, epoch, steps_per_epoch):
@@ -300,6 +307,7 @@ def set_up(config, resume_dir):
     runs.check_out(config["out"])
     data, tensors = dataloader.for_run(config, device)
     trainer = build_trainer(config, tensors, device)
+    warm_up(config, tensors, device)
     if resume_dir:
         run_dir = Path(resume_dir)
         metrics = restore(run_dir, trainer)
@@ -318,21 +326,21 @@ def printer(config):
 
 def restore(run_dir, trainer):
     """Load the last checkpoint of an interrupted run into the trainer; returns the metrics up to it."""
-    metrics = runs.restore(run_dir, trainer.model, trainer.optimizer, trainer.ema.module if trainer.ema else None,
-                           trainer.config["device"])
-    if trainer.ema:
-        trainer.ema.n_averaged.fill_(1)  # averaging, not copying, from the next step on
-    return metrics
+    return runs.restore(run_dir, trainer.model, trainer.optimizer, trainer.ema, trainer.config["device"])
 
 
 # ---------------------------------------------------------------------------- the command
 
-def resume_config(run_dir, device="auto", threads=None, quiet=False):
-    """The saved settings of an unfinished run, with this call's device, threads and printing."""
+def resume_config(run_dir, device=None, threads=None, quiet=False):
+    """The saved settings of an unfinished run, with this call's threads and printing, on its own device
+    unless `device` is given (settings.resume_device)."""
     saved = runs.read_config(run_dir)
     status = runs.read_status(run_dir)
     if status in runs.FINISHED:
         raise UserError(f"{run_dir}: already {status}; nothing to resume")
+    device, note = settings.resume_device(saved["device"], device and resolve_device(device), settings.devices_here())
+    if note:
+        print(note, file=sys.stderr)
     # The saved thread count stays unless overridden: another count sums in another order, and the
     # resumed metrics would no longer match an uninterrupted run's.
     return {**{s.dest: saved[s.dest] for s in settings.SETTINGS}, "format_version": saved["format_version"],
@@ -361,8 +369,8 @@ def main():
     parser = settings.build_parser()
     g = parser.add_argument_group("starting")
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue an interrupted run from its folder (its saved settings are used; "
-                        "--device, --threads and --quiet may be given)")
+                   help="continue an interrupted run from its folder (its saved settings are used, its "
+                        "device too; --device, --threads and --quiet may be given)")
     g.add_argument("--once", action="store_true",
                    help="train only if --out has no run with the same settings: reuse a finished one, "
                         "resume an unfinished one, wait for one another process is training (sweeps use it)")
