@@ -342,9 +342,11 @@ def resume_config(run_dir, device=None, threads=None, quiet=False):
     if note:
         print(note, file=sys.stderr)
     # The saved thread count stays unless overridden: another count sums in another order, and the
-    # resumed metrics would no longer match an uninterrupted run's.
-    return {**{s.dest: saved[s.dest] for s in settings.SETTINGS}, "format_version": saved["format_version"],
-            "device": device, "threads": threads or saved["threads"], "quiet": quiet}
+    # resumed metrics would no longer match an uninterrupted run's. A setting added since the run was
+    # trained takes its default, which is what the run did.
+    return {**{s.dest: saved.get(s.dest, s.default) for s in settings.SETTINGS},
+            "format_version": saved["format_version"], "device": device, "threads": threads or saved["threads"],
+            "quiet": quiet}
 
 
 def train_once(config):

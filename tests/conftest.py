@@ -60,3 +60,15 @@ def run_script(script, *args, timeout=300, **kwargs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=kwargs.pop("cwd", ROOT), env=env, **kwargs)
+
+
+# Fixtures that train through subprocesses: every test that uses one is in the slow tier.
+SLOW_FIXTURES = {"trained", "rejected", "long_data", "uninterrupted", "swept", "tuned", "two_runs"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark as slow the tests that use a subprocess-trained fixture, and all of test_usability.py (each
+    of its tests starts the scripts); the fast tier is `pytest -m "not slow"`."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ == "test_usability":
+            item.add_marker(pytest.mark.slow)

@@ -1,6 +1,8 @@
 """The epoch-time benchmark runs end to end at tiny sizes; its timings are not checked."""
 import sys
 
+import pytest
+
 from conftest import ROOT, make_dataset, run_script
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -13,6 +15,7 @@ def test_flops_count_linear_layers_forward_and_backward():
     assert epoch_time.flops_per_epoch(MLP(hidden=[256, 64]), 60_000) == 6 * 60_000 * (784 * 256 + 256 * 64 + 64 * 10)
 
 
+@pytest.mark.slow
 def test_benchmark_runs_at_tiny_sizes(tmp_path):
     data = make_dataset(tmp_path / "data", n_train=300, n_test=100)
     result = run_script("benchmarks/epoch_time.py", "--quick", "--data-dir", data, "--no-verify",

@@ -105,6 +105,7 @@ def test_batches_cover_every_sample_once_in_a_seeded_order():
     assert all(torch.equal(bx[:, 0].long(), by) for bx, by in first)
 
 
+@pytest.mark.slow
 def test_dataloader_command_reports_the_shipped_mnist():
     result = run_script("dataloader.py")
     assert result.returncode == 0, result.stderr
@@ -173,6 +174,7 @@ def test_every_optimizer_steps(name, tiny_data, tmp_path):
     assert summary["status"] == "completed" and summary["final_test_acc"] > 0.2
 
 
+@pytest.mark.slow
 def test_help_lists_every_registry_entry():
     text = run_script("train.py", "--help").stdout
     for name in [*ACTIVATIONS, *LOSSES, *OPTIMIZERS]:
@@ -218,6 +220,7 @@ def test_full_batch_gradient_descent(tiny_data, tmp_path):
     assert [row[:2] for row in rows] == [(1, 1), (2, 2), (3, 3)]  # one step, so one row, an epoch
 
 
+@pytest.mark.slow
 def test_real_mnist_run_end_to_end(tmp_path):
     """One short run on the shipped MNIST: a complete folder, and test.py agrees with the log."""
     result = run_script("train.py", "--epochs", "2", "--hidden", "64", "--quiet", "--device", "cpu",

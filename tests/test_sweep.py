@@ -117,6 +117,7 @@ def test_a_run_command_names_its_thread_count_once():
     assert sweep.command(SimpleNamespace(argv=["--lr", "0.1"]), threads=2)[-4:] == ["--threads", "2", "--once", "--quiet"]
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_error_line(tmp_path):
     result = run_script("optimizer.py", "--values", "sgd,nope", "--out", tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr

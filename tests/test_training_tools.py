@@ -83,6 +83,7 @@ def test_warmup_and_schedules_per_step():
     assert train.lr_at(config, 2.5) == pytest.approx(0.1 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi / 4)).item()))
 
 
+@pytest.mark.slow
 def test_the_moving_average_is_what_is_evaluated_and_tested(tiny_data, tmp_path):
     run_dir, summary, ckpt, tensors = trained(config_for(tiny_data, tmp_path, "--ema", "0.9"))
     average, raw = model_from(ckpt, "ema_model"), model_from(ckpt)
@@ -156,6 +157,7 @@ def test_augmentation_changes_training_batches_but_never_evaluation(tiny_data, t
         assert accuracy == summary[f"final_{split}_acc"] and loss == pytest.approx(summary[f"final_{split}_loss"])
 
 
+@pytest.mark.slow
 def test_crop_keeps_the_central_pixels_everywhere(tiny_data, tmp_path):
     images = torch.arange(2 * 28 * 28).reshape(2, 28, 28)
     assert torch.equal(dataloader.crop(images, 20), images[:, 4:24, 4:24])
@@ -185,6 +187,7 @@ def test_every_recipe_is_a_valid_config_shown_in_the_readme(name):
     assert f"@recipes/{name}.args" in (ROOT / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_recipe_runs_from_the_command_line_and_later_flags_override_it(tiny_data, tmp_path):
     result = run_script("train.py", "@recipes/speed.args", *TINY, "--data-dir", tiny_data, "--out", tmp_path,
                         "--name", "speed")
