@@ -1,4 +1,5 @@
-"""Sweep every activation in the registry, each at the learning rate the validation set picks; see sweep.py."""
+"""Sweep every activation in the registry, each at the learning rate its search picks on the validation
+set; see sweep.py."""
 import errors
 
 if __name__ == "__main__":
@@ -8,4 +9,4 @@ import sweep  # noqa: E402
 from registry import ACTIVATIONS  # noqa: E402
 
 if __name__ == "__main__":
-    sweep.cli("activation", list(ACTIVATIONS), __doc__, tune=sweep.TUNE)
+    sweep.cli("activation", list(ACTIVATIONS), __doc__, tune_lr=sweep.TUNE, seeds=sweep.SEEDS)

@@ -1,5 +1,6 @@
-"""Sweep the batch size (16 to 256), the learning rate scaled linearly with it and tuned on the
-validation set; --lr-scaling none --tune-lr 1 shows a fixed learning rate instead. See sweep.py."""
+"""Sweep the batch size (16 to 256), the learning rate scaled linearly with it, then searched per batch
+size on the validation set; --lr-scaling none --tune-lr 1 shows one fixed learning rate instead. See
+sweep.py; for the steps each batch size needs to reach an accuracy, see batch_scaling.py."""
 import errors
 
 if __name__ == "__main__":
@@ -8,5 +9,5 @@ if __name__ == "__main__":
 import sweep  # noqa: E402
 
 if __name__ == "__main__":
-    sweep.cli("batch_size", [16, 32, 64, 128, 256], __doc__, lr_scaling="linear",
-              tune=sweep.TUNE)
+    sweep.cli("batch_size", [16, 32, 64, 128, 256], __doc__, lr_scaling="linear", tune_lr=sweep.TUNE,
+              seeds=sweep.SEEDS)

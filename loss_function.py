@@ -1,4 +1,5 @@
-"""Sweep every loss in the registry, each at the learning rate the validation set picks; see sweep.py."""
+"""Sweep every loss in the registry, each at the learning rate its search picks on the validation
+set; see sweep.py."""
 import errors
 
 if __name__ == "__main__":
@@ -8,4 +9,4 @@ import sweep  # noqa: E402
 from registry import LOSSES  # noqa: E402
 
 if __name__ == "__main__":
-    sweep.cli("loss", list(LOSSES), __doc__, tune=sweep.TUNE)
+    sweep.cli("loss", list(LOSSES), __doc__, tune_lr=sweep.TUNE, seeds=sweep.SEEDS)

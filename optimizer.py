@@ -1,5 +1,5 @@
-"""Sweep every optimizer in the registry, around its default learning rate, tuned on the validation
-set; see sweep.py."""
+"""Sweep every optimizer in the registry, each at the learning rate its search picks on the validation
+set, around the optimizer's own default; see sweep.py."""
 import errors
 
 if __name__ == "__main__":
@@ -9,4 +9,4 @@ import sweep  # noqa: E402
 from registry import OPTIMIZERS  # noqa: E402
 
 if __name__ == "__main__":
-    sweep.cli("optimizer", list(OPTIMIZERS), __doc__, tune=sweep.TUNE)
+    sweep.cli("optimizer", list(OPTIMIZERS), __doc__, tune_lr=sweep.TUNE, seeds=sweep.SEEDS)

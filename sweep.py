@@ -50,6 +50,9 @@ LR_SCALINGS = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # lr factor fr
 # edge: a comparison at one shared learning rate, or at a rate on the edge of the rates tried, measures
 # the rates tried as much as the setting.
 TUNE, WIDEN = "0.25,0.5,1,2,4", 4
+# Their comparisons train this many fresh seeds per value at its chosen rate: with the spread between
+# seeds measured here, enough to resolve about 0.15 points among a sweep's values (see stats.resolvable).
+SEEDS = 12
 
 
 # ---------------------------------------------------------------------------- records
@@ -125,10 +128,10 @@ class Candidate(NamedTuple):
 
 # ---------------------------------------------------------------------------- command line
 
-def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, lr_scaling="none",
-                 tune="1"):
+def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, defaults=None):
     """train.py's settings (the base configuration) plus the sweep's own options. With `setting` the
-    values come from --values (default `values`); without it, from the command line."""
+    values come from --values (default `values`); without it, from the command line. defaults: a
+    script's own defaults of the sweep options, e.g. {"tune_lr": TUNE, "seeds": SEEDS}."""
     p = settings.build_parser(SWEPT_SCOPES, description)
     p.epilog = ("Base configuration: train.py's settings as listed above (their defaults unless given); "
                 "every run differs from it only in the swept settings, the learning rate where tuned, and "
@@ -145,10 +148,10 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
         g.add_argument("--variants", nargs="+", metavar="'LABEL=FLAGS'",
                        help="named values that each set any train.py flags, e.g. 'no dropout=--dropout 0'")
     if setting in (None, "batch_size"):
-        g.add_argument("--lr-scaling", default=lr_scaling, choices=["none", *LR_SCALINGS],
+        g.add_argument("--lr-scaling", default="none", choices=["none", *LR_SCALINGS],
                        help="where the batch size varies, scale the learning rate with it, relative to "
                             "the base batch size: linearly, by the square root, or not at all")
-    g.add_argument("--tune-lr", default=tune, metavar="FACTORS",
+    g.add_argument("--tune-lr", default="1", metavar="FACTORS",
                    help="learning-rate factors each value's search starts with, e.g. 0.25,0.5,1,2,4; the "
                         "tuning seeds pick one per value on the validation set (1: no tuning)")
     g.add_argument("--widen", type=settings.NON_NEGATIVE_INT, default=WIDEN,
@@ -172,12 +175,13 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
                    help="test accuracy (fraction) for the time-to-accuracy columns")
     g.add_argument("--sweep-name", default=None,
                    help="output folder <out>/<sweep-name>/ and file prefix (default: the settings' names)")
+    p.set_defaults(**(defaults or {}))
     return p
 
 
-def parse_cli(argv=None, setting=None, values=None, description=None, lr_scaling="none", tune="1"):
+def parse_cli(argv=None, setting=None, values=None, description=None, defaults=None):
     """Parse a sweep command line into (the sweep, the command's options)."""
-    args = build_parser(description or __doc__.split("\n")[0], setting, values, lr_scaling, tune).parse_args(argv)
+    args = build_parser(description or __doc__.split("\n")[0], setting, values, defaults).parse_args(argv)
     base = {s.dest: getattr(args, s.dest) if s.scope in SWEPT_SCOPES else s.default for s in settings.SETTINGS}
     if setting:
         axes = [(setting, [v.strip() for v in args.values.split(",") if v.strip()])]
@@ -441,10 +445,10 @@ def choose(candidates, first, steps):
 
 # ---------------------------------------------------------------------------- the command
 
-def run_sweep(argv=None, setting=None, values=None, description=None, lr_scaling="none", tune="1"):
+def run_sweep(argv=None, setting=None, values=None, description=None, defaults=None):
     """The sweep command: search each value's learning rate, train the comparison's missing runs, time,
     then write tables, plots and runs.csv."""
-    sweep, args = parse_cli(argv, setting, values, description, lr_scaling, tune)
+    sweep, args = parse_cli(argv, setting, values, description, defaults)
     out = sweep.base["out"]
     if not args.plot_only:
         runs.check_out(out)
@@ -533,11 +537,11 @@ def report(sweep, results, threads, args):
     print("wrote " + ", ".join(map(str, outputs)) + f" and {Path(out) / 'runs.csv'}")
 
 
-def cli(setting, values, description, lr_scaling="none", tune="1"):
+def cli(setting, values, description, **defaults):
     """Entry point of the one-setting scripts (batch_size.py, ...): exit with the sweep's status. The
     description is the script's docstring, of which --help shows the first paragraph."""
     description = " ".join(description.split("\n\n")[0].split())
-    sys.exit(run_cli(lambda: run_sweep(None, setting, values, description, lr_scaling, tune), STOPPED))
+    sys.exit(run_cli(lambda: run_sweep(None, setting, values, description, defaults), STOPPED))
 
 
 STOPPED = "interrupted; run the same command again to resume"

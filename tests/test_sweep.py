@@ -164,10 +164,10 @@ def fake_result(label, test_accs, val_accs=None, factor=1.0):
     ("linear", [0.00625, 0.025, 0.1]), ("sqrt", [0.01768, 0.03536, 0.07071]), ("none", [None, None, None])])
 def test_batch_size_sweep_scales_the_learning_rate(tmp_path, mode, expected):
     points = sweep.parse_cli(["--lr-scaling", mode, "--tune-lr", "1", "--out", str(tmp_path)],
-                             "batch_size", [16, 64, 256], lr_scaling="linear")[0].points
+                             "batch_size", [16, 64, 256], defaults={"lr_scaling": "linear"})[0].points
     assert [p.settings.get("lr") for p in points] == expected  # base: lr 0.05 at batch 128
     points = sweep.parse_cli(["--optimizer", "adam", "--out", str(tmp_path)], "batch_size", [256],
-                             lr_scaling="linear")[0].points
+                             defaults={"lr_scaling": "linear"})[0].points
     assert points[0].settings == {"batch_size": 256, "lr": 0.002}  # adam's default lr 0.001, times 2
 
 
