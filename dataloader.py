@@ -287,12 +287,25 @@ def for_run(config, device):
     """The data set of a run's config, checked, and its prepared tensors on the device: (data, tensors)."""
     data = load(config["dataset"], config["data_dir"], verify=not config["no_verify"])
     tensors = prepare(data, config["val_split"], config["normalize"], device, config["crop"])
+    if config.get("label_noise"):
+        tensors["train"] = (tensors["train"][0], noisy_labels(tensors["train"][1], config["label_noise"]))
     n = len(tensors["train"][1])
     if config["batch_size"] > n:
         raise UserError(f"--batch-size {config['batch_size']} is larger than the training set "
                         f"({n} images after --val-split {config['val_split']}); use at most {n} for "
                         f"full-batch gradient descent")
     return data, tensors
+
+
+def noisy_labels(y, fraction):
+    """The training labels with a fixed random `fraction` of them replaced by another class, the same
+    images and wrong classes in every run (a seed of its own): outliers for the losses to fit."""
+    g = torch.Generator().manual_seed(1)
+    flip = torch.randperm(len(y), generator=g)[:round(fraction * len(y))].to(y.device)
+    shift = torch.randint(1, 10, (len(flip),), generator=g).to(y.device)  # never the true class
+    noisy = y.clone()
+    noisy[flip] = (y[flip] + shift) % 10
+    return noisy
 
 
 def crop(images, size):

@@ -89,6 +89,11 @@ SETTINGS = (
        help="use only the central N x N pixels of every image (MNIST's border is nearly always blank: "
             "20 keeps the digits and halves the first layer's work)"),
 
+    Setting("--label-noise", RUN, "data", dict(
+        type=FRACTION, default=0.0,
+        help="give this fraction of the training images (a fixed random choice) a wrong label: outliers "
+             "for the loss to fit; validation and test labels stay true"), keyed_when_set=True),
+
     _s("--hidden", group="model", type=parse_hidden, default=[256, 128],
        help="hidden layer widths, e.g. 256,128; '' for none (softmax regression)"),
     _s("--activation", group="model", default="relu", choices=list(ACTIVATIONS), help=describe(ACTIVATIONS)),

@@ -264,3 +264,12 @@ def test_image_prediction(tmp_path):
         assert image[0].max() == 0 and image.float().mean() > 10  # dark border, ink in the middle
         similarity.append(torch.corrcoef(torch.stack([image.flatten().float(), digit.flatten().float()]))[0, 1])
     assert sum(similarity) / len(similarity) > 0.6  # 0.73 when written; a shifted or uninverted copy is < 0.3
+
+
+def test_label_noise_flips_a_fixed_fraction_of_training_labels_to_other_classes():
+    y = torch.arange(1000) % 10
+    noisy = dataloader.noisy_labels(y, 0.2)
+    changed = noisy != y
+    assert changed.sum() == 200 and noisy.min() >= 0 and noisy.max() <= 9
+    assert torch.equal(noisy, dataloader.noisy_labels(y, 0.2))  # the same images and classes every run
+    assert torch.equal(dataloader.noisy_labels(y, 0.0), y)
