@@ -415,3 +415,32 @@ def _search(result):
             failed.append(c.lr)
     chosen = dict(means).get(result.lr)
     return {"means": means, "dots": dots, "failed": failed, "chosen": chosen}
+
+
+def gradient_plot(results, path, title):
+    """--diagnostics of each value, mean over its seeds, layer by layer from the input: the gradient norm
+    of each linear layer's weights at initialisation and after the last epoch, and the fraction of each
+    hidden layer's units that are dead (zero on every validation image) after the last epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
+    all_styles = styles(len(results))
+    panels = (("init_grad_norms", 0, "gradient norm at initialisation (log)"),
+              ("grad_norms", -1, "gradient norm after the last epoch (log)"),
+              ("dead_units", -1, "dead units after the last epoch (fraction)"))
+    for result, style in zip(results, all_styles):
+        done = [r for r in tables.completed(result) if r["metrics"] and "grad_norms" in r["metrics"][-1]]
+        for ax, (key, epoch, _) in zip(axes, panels):
+            per_seed = [r["metrics"][epoch][key] for r in done if key in r["metrics"][epoch]]
+            if per_seed:
+                mean = np.mean(per_seed, axis=0)
+                ax.plot(np.arange(1, len(mean) + 1), mean, color=style[0], linestyle=style[1], marker="o", markersize=3)
+    for ax, (key, _, label) in zip(axes, panels):
+        ax.set_xlabel("layer, from the input (hidden layers only for dead units)")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3, which="both")
+        if key != "dead_units":
+            ax.set_yscale("log")
+    axes[0].set_title("|dL/dW| per layer at the start: vanishing shows as a fall towards the input", fontsize=9)
+    axes[1].set_title("|dL/dW| per layer after training", fontsize=9)
+    axes[2].set_title("units never active on the validation set (ReLU's dead units)", fontsize=9)
+    return _legend(fig, results, all_styles, title, path, band="line: mean over the completed seeds")

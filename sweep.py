@@ -529,6 +529,8 @@ def report(sweep, results, threads, args):
     outputs += plots.sweep_plots(results, timed, folder / name, title)
     if sweep.tuned:
         outputs.append(plots.lr_plot(results, folder / f"{name}_lr.png", title))
+    if sweep.base["diagnostics"]:
+        outputs.append(plots.gradient_plot(results, folder / f"{name}_gradients.png", title))
     if len(sweep.points[0].coords) == 2:
         outputs += tables.write_grid(results, folder / f"{name}_grid", title, sweep.column.split(" / ")[0])
         outputs.append(plots.heatmap(results, folder / f"{name}_heatmap.png", title, sweep.column.split(" / ")))
