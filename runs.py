@@ -369,7 +369,9 @@ def summarise(metrics, status, **extra):
     summary = {"status": status, "epochs_completed": len(metrics),
                "train_seconds": metrics[-1]["elapsed_seconds"] if metrics else 0.0}
     if metrics:
-        summary.update({f"final_{k}": v for k, v in metrics[-1].items() if k != "epoch" and "seconds" not in k})
+        summary.update({f"final_{k}": v for k, v in metrics[-1].items() if k != "epoch" and "seconds" not in k
+                        and not k.startswith("init_")})
+        summary.update({k: v for k, v in metrics[0].items() if k.startswith("init_")})  # measured before epoch 1
         best_test = max(metrics, key=lambda m: m["test_acc"])
         summary.update(best_test_acc=best_test["test_acc"], best_test_epoch=best_test["epoch"])
         if metrics[-1]["val_acc"] is not None:

@@ -126,11 +126,24 @@ def table_row(result, target, timing, mark, column, fastest=None):
 
 def final_columns(result):
     """Every final_<metric> of the summaries, mean ± std over completed seeds, for the CSV: a metric
-    added to train.py's epoch row appears here without a change to this file."""
-    done = completed(result)
-    keys = [k for k, v in (done[0]["summary"].items() if done else []) if k.startswith("final_")
-            and isinstance(v, (int, float))]
-    return {k: mean_std([r["summary"][k] for r in done if r["summary"].get(k) is not None], 1, 6) for k in keys}
+    added to train.py's epoch row appears here without a change to this file; a list, such as a value
+    per layer, as one column per entry (final_grad_norms_1 for the first layer)."""
+    flat = [_flat(r["summary"]) for r in completed(result)]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    return {k: mean_std([f[k] for f in flat if f.get(k) is not None], 1, 6) for k in keys}
+
+
+def _flat(summary):
+    """A summary's numeric final_<metric> (and init_<metric>) values, lists spread over numbered keys."""
+    flat = {}
+    for key, value in summary.items():
+        if not key.startswith(("final_", "init_")):
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[key] = value
+        elif isinstance(value, list):
+            flat.update({f"{key}_{i}": v for i, v in enumerate(value, 1) if isinstance(v, (int, float))})
+    return flat
 
 
 def write_sweep_tables(results, timing, prefix, title, sweep):

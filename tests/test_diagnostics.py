@@ -66,16 +66,19 @@ def test_dead_units_are_units_that_are_zero_on_every_input():
 
 
 def test_measuring_changes_nothing_the_run_computes(tiny_data, tmp_path):
-    rows = []
+    rows, summaries = [], []
     for extra in ([], ["--diagnostics", "--noise-scale", "--dropout", "0.2"], ["--dropout", "0.2"]):
         config = settings.parse_config([*TINY, "--data-dir", str(tiny_data), "--out", str(tmp_path), *extra])
-        run_dir, _ = train.train(config)
+        run_dir, summary = train.train(config)
         rows.append(runs.read_jsonl(run_dir / "metrics.jsonl"))
+        summaries.append(summary)
     keys = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
     assert [[r[k] for k in keys] for r in rows[1]] == [[r[k] for k in keys] for r in rows[2]]
     assert "init_grad_norms" in rows[1][0] and "init_grad_norms" not in rows[1][1]
     assert len(rows[1][-1]["grad_norms"]) == 2 and rows[1][-1]["noise_scale"] > 0  # TINY: one hidden layer
     assert "grad_norms" not in rows[2][0]
+    assert summaries[1]["init_grad_norms"] == rows[1][0]["init_grad_norms"]  # kept beside the final figures
+    assert summaries[1]["final_dead_units"] == rows[1][-1]["dead_units"]
 
 
 def test_measurements_enter_the_run_key_only_when_asked_for():
