@@ -4,7 +4,7 @@ A run is a folder <out>/runs/<name>/ holding
   config.json    every setting, the versions, the data checksum (written once, at the start)
   metrics.jsonl  one JSON object per finished epoch
   steps.csv      the training loss averaged over every few steps
-  summary.json   status (running, completed, diverged, interrupted) and the final figures
+  summary.json   status (running, completed, diverged, interrupted, failed) and the final figures
   model.pt       weights, optimizer and random state of the last finished epoch
 Plots and tables read only these files. <out>/runs/.claims/ holds one lock file per run key, so that
 two processes never train the same settings at once (see claim).
@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+import errors
 from errors import UserError
 
 FORMAT_VERSION = 2
@@ -34,29 +36,57 @@ ROOT = Path(__file__).resolve().parent
 
 
 def write_atomic(path, write):
-    """Call write(tmp_path), then rename tmp onto path, so readers never see a half-written file."""
+    """Call write(tmp_path), then rename tmp onto path, so readers never see a half-written file and a
+    failed write leaves the previous file whole."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with _naming(path):
+            write(tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _naming(path):
+    """Make an OSError raised while writing path name path: a failed write() names no file, and the
+    temporary file's name would mean nothing to the user."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
+def _write_text(path, text, mode="w"):
+    """Write (mode "w") or append (mode "a") text to path."""
+    with open(path, mode) as f:
+        f.write(text)
+
+
 def write_json(path, obj):
     """Write obj as indented JSON, atomically."""
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    write_atomic(path, lambda tmp: _write_text(tmp, json.dumps(obj, indent=2) + "\n"))
 
 
 def save_checkpoint(path, checkpoint):
     """torch.save a checkpoint dict, atomically."""
-    write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+    def write(tmp):
+        # Through a Python file, whose failed write raises an OSError with its errno (ENOSPC...); torch
+        # then fails to close its zip and raises a RuntimeError of its own, which would hide the cause.
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(checkpoint, f)
+            except RuntimeError as e:
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
+    write_atomic(path, write)
 
 
 def append_jsonl(path, obj):
     """Append one JSON line and flush it to disk."""
-    with open(path, "a") as f:
+    with _naming(path), open(path, "a") as f:
         f.write(json.dumps(obj) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -64,17 +94,17 @@ def append_jsonl(path, obj):
 
 def write_jsonl(path, rows):
     """Write rows as JSON lines, atomically (used to trim a log back to its checkpoint)."""
-    write_atomic(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    write_atomic(path, lambda tmp: _write_text(tmp, "".join(json.dumps(r) + "\n" for r in rows)))
 
 
 def write_steps(path, rows, append=False):
     """Write (step, epoch, loss) rows to steps.csv: atomically anew, or appended."""
     lines = "".join(f"{step},{epoch},{loss!r}\n" for step, epoch, loss in rows)
     if append:
-        with open(path, "a") as f:
-            f.write(lines)
+        with _naming(path):
+            _write_text(path, lines, "a")
     else:
-        write_atomic(path, lambda tmp: tmp.write_text("step,epoch,loss\n" + lines))
+        write_atomic(path, lambda tmp: _write_text(tmp, "step,epoch,loss\n" + lines))
 
 
 def read_json(path):
@@ -247,11 +277,15 @@ def start(config, key, data, tensors):
     """Create a new run folder and write its config.json (every setting, the run key, the data's
     checksums, the normalisation, the environment) and an empty steps.csv; returns its path."""
     run_dir = _new_folder(config, key)
-    write_json(run_dir / "config.json", {
-        **config, "run_key": key, "data_md5": data["md5"], "data_source": data["source"],
-        "norm_mean": tensors["mean"], "norm_std": tensors["std"], "environment": environment(config["device"]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    write_steps(run_dir / "steps.csv", [])
+    try:
+        write_json(run_dir / "config.json", {
+            **config, "run_key": key, "data_md5": data["md5"], "data_source": data["source"],
+            "norm_mean": tensors["mean"], "norm_std": tensors["std"], "environment": environment(config["device"]),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_steps(run_dir / "steps.csv", [])
+    except OSError:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a folder that holds no run, only in the way
+        raise
     return run_dir
 
 
@@ -287,12 +321,39 @@ def checkpoint(model, optimizer, ema_model, config, epoch, tensors):
 
 
 def save_epoch(run_dir, row, steps, ckpt, metrics):
-    """Append a finished epoch to the run folder: metrics, step losses, checkpoint, summary."""
+    """Record a finished epoch in the run folder (metrics, step losses, checkpoint, then the summary)
+    and in metrics. A write that fails (a full disk, a quota, an I/O error) ends the run at the last
+    saved epoch: the logs are cut back to it, summary.json says so, and a WriteFailed says what to do."""
+    sizes = {path: path.stat().st_size if path.exists() else 0
+             for path in (run_dir / "metrics.jsonl", run_dir / "steps.csv")}
+    try:
+        append_jsonl(run_dir / "metrics.jsonl", row)
+        write_steps(run_dir / "steps.csv", steps, append=True)
+        save_checkpoint(run_dir / "model.pt", ckpt)
+    except OSError as e:
+        for path, size in sizes.items():
+            if path.exists():
+                os.truncate(path, size)  # no line may stay of an epoch whose checkpoint was not saved
+        raise _stopped(run_dir, metrics, e) from None
     metrics.append(row)
-    append_jsonl(run_dir / "metrics.jsonl", row)
-    write_steps(run_dir / "steps.csv", steps, append=True)
-    save_checkpoint(run_dir / "model.pt", ckpt)
-    write_json(run_dir / "summary.json", summarise(metrics, "running"))
+    try:
+        write_json(run_dir / "summary.json", summarise(metrics, "running"))
+    except OSError as e:
+        raise _stopped(run_dir, metrics, e) from None
+
+
+def _stopped(run_dir, metrics, error):
+    """The WriteFailed that ends a run after the OSError of a failed write, once summary.json says
+    where the run stopped, why, and how to continue it (where summary.json can still be written)."""
+    resume = f"python train.py --resume {run_dir}"
+    try:
+        write_json(run_dir / "summary.json",
+                   summarise(metrics, "failed", error=errors.describe(error), resume=resume))
+        noted = "summary.json says so"
+    except OSError:
+        noted = "summary.json could not be updated either and may still say running"
+    return errors.WriteFailed(f"{errors.describe(error)}; the run stopped after epoch {len(metrics)} "
+                              f"({noted}); once that is fixed, continue it with: {resume}")
 
 
 def trim_to(run_dir, epoch):

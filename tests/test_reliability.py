@@ -1,10 +1,11 @@
-"""Reliability (issue 5): interrupts and resume, atomic writes, truncated logs, divergence, bad data,
-bad flags, bad run folders and unsafe checkpoints.
+"""Reliability (issues 5 and 22): interrupts and resume, atomic writes, truncated logs, divergence, bad
+data, bad flags, bad run folders and unsafe checkpoints; a full disk.
 
 Every case drives a real script as a subprocess, as a user would, and checks the exit code, the
 message and that no traceback is printed. The rejected starts are run two at a time in one fixture:
 each is mostly torch's import time, and the file has to stay fast on a shared two-core machine.
 """
+import errno
 import gzip
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import errors
 import runs
 from conftest import ROOT, TINY, TINY_SWEEP, idx_file, make_dataset, make_digits, run_script
 from errors import UserError
@@ -533,3 +535,128 @@ def test_divergence_is_recorded_and_the_process_exits_normally(trained, tmp_path
     assert summary["epochs_completed"] == len(run["metrics"]) == 0
     again = run_script("train.py", "--resume", tmp_path / "runs" / "run")
     assert again.returncode == 2 and "already diverged; nothing to resume" in again.stderr
+
+
+# ---------------------------------------------------------------------------- a full disk
+
+def same_as_uninterrupted(run_dir, uninterrupted):
+    """The run in run_dir completed with exactly the uninterrupted run's epochs and step losses."""
+    run = runs.read_run(run_dir)
+    assert run["summary"]["status"] == "completed"
+    assert [m["epoch"] for m in run["metrics"]] == list(range(1, LONG_EPOCHS + 1)), "an epoch is missing or twice"
+    assert without_timing(run["metrics"]) == without_timing(uninterrupted["metrics"])
+    assert run["steps"] == uninterrupted["steps"]
+
+
+class FullDisk:
+    """A file on a disk that is full: a write stores half its bytes, then fails with ENOSPC."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        self.file.write(data[:len(data) // 2])
+        self.file.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def train_in_process(monkeypatch, capsys, *argv):
+    """`python train.py ARGV` in this process: (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *map(str, argv)])
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    import train
+    try:
+        errors.run_cli(train.main)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:  # train installs its own handlers; give pytest its Ctrl-C back
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failing", ["metrics.jsonl", "steps.csv", "model.pt", "summary.json"])
+def test_a_full_disk_ends_the_run_at_its_last_saved_epoch(failing, long_data, uninterrupted, tmp_path,
+                                                          monkeypatch, capsys):
+    """The disk fills once the first checkpoint is on it, so the next write to `failing` fails (half
+    written, then ENOSPC; injected where runs.py opens its files). The run ends with one `error:` line
+    naming the file, exit code 1, and its folder at the last saved epoch: logs cut back, no temporary
+    file, summary.json `failed` with the resume command (where it can be written). Resumed with room
+    again, it ends exactly as a run never stopped."""
+    run_dir = tmp_path / "runs" / "run"
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)
+        full = mode[0] in "wa" and failing in Path(path).name and (run_dir / "model.pt").exists()
+        return FullDisk(file) if full else file
+    monkeypatch.setattr(runs, "open", full_disk_open, raising=False)
+    code, stderr = train_in_process(monkeypatch, capsys, *LONG, "--data-dir", long_data, "--out", tmp_path,
+                                    "--name", "run")
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith(f"error: {run_dir / failing}: No space left on device (free some space there); "
+                             f"the run stopped after epoch 1 ("), stderr
+    assert stderr.strip().endswith(f"continue it with: python train.py --resume {run_dir}")
+    run = runs.read_run(run_dir)
+    assert [m["epoch"] for m in run["metrics"]] == [1] == [runs.load_checkpoint(run_dir / "model.pt")["epoch"]]
+    assert {epoch for _, epoch, _ in run["steps"]} == {1}
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    if failing == "summary.json":  # the summary too is out of room: the message says it may lag
+        assert "summary.json could not be updated either and may still say running" in stderr
+    else:
+        assert run["summary"]["status"] == "failed" and run["summary"]["epochs_completed"] == 1
+        assert run["summary"]["resume"] == f"python train.py --resume {run_dir}"
+        assert run["summary"]["error"].startswith(f"{run_dir / failing}: No space left on device")
+
+    monkeypatch.setattr(runs, "open", open, raising=False)
+    code, stderr = train_in_process(monkeypatch, capsys, "--resume", run_dir, "--quiet")
+    assert code == 0, stderr
+    same_as_uninterrupted(run_dir, uninterrupted)
+
+
+FULL_DISK = """
+set -u
+mount -t tmpfs -o size={size} tmpfs {mnt}
+{python} train.py {args} --out {mnt} --name run 2> {tmp}/failed.err
+echo $? > {tmp}/failed.code
+cp -r {mnt}/runs/run {tmp}/failed
+mount -o remount,size=64m {mnt}
+{python} train.py --resume {mnt}/runs/run --quiet 2> {tmp}/resumed.err
+echo $? > {tmp}/resumed.code
+cp -r {mnt}/runs/run {tmp}/resumed
+"""
+
+
+@pytest.mark.slow
+def test_a_full_filesystem_then_resume(long_data, uninterrupted, tmp_path):
+    """A real full disk, as a user meets it: --out on a tmpfs with room for one checkpoint and a half
+    (mounted in a user namespace), then enlarged; train.py stops with one line and --resume finishes the
+    run exactly as a run never stopped."""
+    if not shutil.which("unshare") or subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "mount", "-t", "tmpfs", "tmpfs", str(tmp_path)],
+            capture_output=True).returncode:
+        pytest.skip("cannot mount a small filesystem here (needs unshare and user namespaces)")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    size = (uninterrupted["dir"] / "model.pt").stat().st_size * 3 // 2 + 64 * 1024
+    script = FULL_DISK.format(size=size, mnt=mnt, tmp=tmp_path, python=sys.executable,
+                              args=" ".join(map(str, [*LONG, "--data-dir", long_data])))
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], cwd=ROOT, timeout=600)
+    failed_err = (tmp_path / "failed.err").read_text()
+    assert (tmp_path / "failed.code").read_text().strip() == "1", failed_err
+    assert failed_err.startswith(f"error: {mnt / 'runs' / 'run' / 'model.pt'}: No space left on device")
+    assert len(failed_err.strip().splitlines()) == 1, failed_err
+    failed = runs.read_run(tmp_path / "failed")
+    assert failed["summary"]["status"] == "failed"
+    assert len(failed["metrics"]) == failed["summary"]["epochs_completed"] >= 1
+    assert (tmp_path / "resumed.code").read_text().strip() == "0", (tmp_path / "resumed.err").read_text()
+    same_as_uninterrupted(tmp_path / "resumed", uninterrupted)
