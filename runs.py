@@ -6,14 +6,14 @@ A run is a folder <out>/runs/<name>/ holding
   steps.csv      the training loss averaged over every few steps
   summary.json   status (running, completed, diverged, interrupted, failed) and the final figures
   model.pt       weights, optimizer and random state of the last finished epoch
-Plots and tables read only these files. <out>/runs/.claims/ holds one lock file per run key, so that
-two processes never train the same settings at once (see claim).
+Plots and tables read only these files. <out>/runs/.claims/ holds the locks of the processes writing:
+one per run key, so that two processes never train the same settings at once (claim), and one per run
+folder, so that no two processes ever write the same folder (hold). Readers take no lock.
 
 This module is the format of that folder: starting one, what a checkpoint holds, trimming the logs back
 to a checkpoint for a resume, the summary, and the claims; train.py fills it, tables and plots read it.
 """
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -25,6 +25,7 @@ import time
 import warnings
 from pathlib import Path
 
+import filelock
 import torch
 
 import errors
@@ -205,6 +206,13 @@ def read_status(run_dir):
     return read_summary(run_dir).get("status")
 
 
+def check_unfinished(run_dir):
+    """A UserError unless the run can be resumed: completed and diverged runs are finished."""
+    status = read_status(run_dir)
+    if status in FINISHED:
+        raise UserError(f"{run_dir}: already {status}; nothing to resume")
+
+
 def read_run(run_dir):
     """Read a whole run folder: {"dir", "config", "metrics", "summary", "steps"}."""
     run_dir = Path(run_dir)
@@ -273,10 +281,12 @@ def environment(device):
     return info
 
 
-def start(config, key, data, tensors):
-    """Create a new run folder and write its config.json (every setting, the run key, the data's
-    checksums, the normalisation, the environment) and an empty steps.csv; returns its path."""
+def start(config, key, data, tensors, claims):
+    """Create a new run folder, held by this process until claims (an ExitStack) closes, and write its
+    config.json (every setting, the run key, the data's checksums, the normalisation, the environment)
+    and an empty steps.csv; returns its path."""
     run_dir = _new_folder(config, key)
+    claims.enter_context(hold(run_dir))  # before config.json: a folder without one is no run to resume
     try:
         write_json(run_dir / "config.json", {
             **config, "run_key": key, "data_md5": data["md5"], "data_source": data["source"],
@@ -417,26 +427,64 @@ def summarise(metrics, status, **extra):
 
 @contextlib.contextmanager
 def claim(out, key, say=print):
-    """Hold the claim on training the run with this key in out; wait while another process holds it.
-
-    The claim is a POSIX lock on <out>/runs/.claims/<key>.lock, so the operating system releases it
-    when its process ends in any way: a claim is never left stale. The file says who holds it.
-    """
-    folder = Path(out) / "runs" / ".claims"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{key}.lock", "a+") as f:
-        try:
-            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            say(f"waiting: {f.read().strip() or 'another process'} is training a run with these "
-                f"settings; it will be reused when done", flush=True)
-            fcntl.lockf(f, fcntl.LOCK_EX)
-        f.seek(0)
-        f.truncate()
-        f.write(f"process {os.getpid()} on {_host()} since {time.strftime('%H:%M:%S')}\n")
-        f.flush()
+    """Hold the claim on training the run with this key in out; wait while another process holds it."""
+    def busy(holder):
+        say(f"waiting: {holder} is training a run with these settings; it will be reused when done", flush=True)
+    with _locked(Path(out) / "runs" / ".claims" / key, busy):
         yield
+
+
+@contextlib.contextmanager
+def hold(run_dir, wait=False, resuming=False, say=print):
+    """Hold run_dir against every other writer while this process writes it. Where another process
+    holds it, stop with a UserError naming that process, or with wait (--once) wait for it to end.
+    With resuming, the run must still be unfinished once held: it may have finished while this process
+    started. A process may hold a folder it already holds (a --once resuming the run it waited for)."""
+    run_dir = Path(run_dir).resolve()
+
+    def busy(holder):
+        if not wait:
+            raise UserError(f"{run_dir}: {holder} is writing this run; wait for it to end, or stop it "
+                            f"first (Ctrl-C where it runs, or kill that process), then run this again")
+        say(f"waiting: {holder} is writing {run_dir}; it will be resumed or reused when done", flush=True)
+    with _locked(run_dir.parent / ".claims" / f"run-{run_dir.name}", busy):
+        if resuming:
+            check_unfinished(run_dir)
+        yield
+
+
+@contextlib.contextmanager
+def _locked(base, busy):
+    """Hold the lock file <base>.lock; where another process holds it, call busy(who) first, which
+    raises or returns to wait. <base>.holder says who holds it, for the next process's message.
+
+    The lock is the operating system's (flock on Linux and macOS, LockFileEx on Windows, through
+    filelock), so it ends with its process in any way: a killed job never leaves a stale claim. One
+    lock object per path (is_singleton) makes a second hold by the same process a nested one.
+    """
+    base.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(f"{base}.lock", is_singleton=True)
+    nested = lock.is_locked
+    try:
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        busy(_holder(base))
+        lock.acquire()
+    try:
+        if not nested:
+            Path(f"{base}.holder").write_text(
+                f"process {os.getpid()} on {_host()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        yield
+    finally:
+        lock.release()
+
+
+def _holder(base):
+    """Who holds the lock <base>.lock, as its holder wrote it."""
+    try:
+        return Path(f"{base}.holder").read_text().strip() or "another process"
+    except OSError:  # not written yet: the holder has only just started
+        return "another process"
 
 
 def load_checkpoint(path):

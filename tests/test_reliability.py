@@ -1,5 +1,5 @@
 """Reliability (issues 5 and 22): interrupts and resume, atomic writes, truncated logs, divergence, bad
-data, bad flags, bad run folders and unsafe checkpoints; a full disk.
+data, bad flags, bad run folders and unsafe checkpoints; two writers of one run, and a full disk.
 
 Every case drives a real script as a subprocess, as a user would, and checks the exit code, the
 message and that no traceback is printed. The rejected starts are run two at a time in one fixture:
@@ -387,21 +387,28 @@ def uninterrupted(long_data, tmp_path_factory):
     return runs.read_run(out / "runs" / "run")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterrupted, tmp_path):
-    """A signal after the first epoch leaves a consistent folder; --resume then ends with exactly
-    the metrics and step losses of the uninterrupted run. The SIGTERM case also adds a power cut's
-    truncated last line to metrics.jsonl before resuming."""
-    run_dir = tmp_path / "runs" / "run"
+def interrupt_after_an_epoch(long_data, out, signum=signal.SIGINT):
+    """Start the LONG run <out>/runs/run and send it signum once it has finished an epoch; returns the
+    ended process and its stderr."""
+    run_dir = out / "runs" / "run"
     proc = subprocess.Popen([sys.executable, ROOT / "train.py", *LONG, "--data-dir", long_data,
-                             "--out", tmp_path, "--name", "run"], cwd=ROOT, text=True,
+                             "--out", out, "--name", "run"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not runs.read_jsonl(run_dir / "metrics.jsonl"):
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before an epoch"
         time.sleep(0.01)
     proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=120)
+    return proc, proc.communicate(timeout=120)[1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterrupted, tmp_path):
+    """A signal after the first epoch leaves a consistent folder; --resume then ends with exactly
+    the metrics and step losses of the uninterrupted run. The SIGTERM case also adds a power cut's
+    truncated last line to metrics.jsonl before resuming."""
+    run_dir = tmp_path / "runs" / "run"
+    proc, stderr = interrupt_after_an_epoch(long_data, tmp_path, signum)
 
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
@@ -537,7 +544,7 @@ def test_divergence_is_recorded_and_the_process_exits_normally(trained, tmp_path
     assert again.returncode == 2 and "already diverged; nothing to resume" in again.stderr
 
 
-# ---------------------------------------------------------------------------- a full disk
+# ---------------------------------------------------------------------------- two writers, a full disk
 
 def same_as_uninterrupted(run_dir, uninterrupted):
     """The run in run_dir completed with exactly the uninterrupted run's epochs and step losses."""
@@ -546,6 +553,83 @@ def same_as_uninterrupted(run_dir, uninterrupted):
     assert [m["epoch"] for m in run["metrics"]] == list(range(1, LONG_EPOCHS + 1)), "an epoch is missing or twice"
     assert without_timing(run["metrics"]) == without_timing(uninterrupted["metrics"])
     assert run["steps"] == uninterrupted["steps"]
+
+
+@pytest.fixture(scope="module")
+def interrupted(long_data, tmp_path_factory):
+    """The LONG run stopped by Ctrl-C after an epoch or more: copy it, then resume the copy."""
+    out = tmp_path_factory.mktemp("interrupted")
+    proc, stderr = interrupt_after_an_epoch(long_data, out)
+    assert proc.returncode == 130, stderr
+    return out / "runs" / "run"
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_write_each_epoch_once(interrupted, uninterrupted, tmp_path):
+    """`train.py --resume RUN` in two terminals at once: one resumes the run, the other stops at once
+    with one line naming the process that writes it; every epoch is in the log once."""
+    run_dir = copy_run(interrupted, tmp_path / "runs" / "run")
+    procs = [subprocess.Popen([sys.executable, ROOT / "train.py", "--resume", run_dir], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    results = [(proc, *proc.communicate(timeout=300)) for proc in procs]
+    assert sorted(proc.returncode for proc, _, _ in results) == [0, 2], [err for _, _, err in results]
+    (winner, _, _), (_, _, refusal) = sorted(results, key=lambda r: r[0].returncode)
+    assert "Traceback" not in refusal and len(refusal.strip().splitlines()) == 1, refusal
+    # Once the winner holds the folder the loser is refused; had the winner already finished, there is
+    # nothing left to resume.
+    held = (f"error: {run_dir.resolve()}: process {winner.pid} on " in refusal and " since " in refusal
+            and "is writing this run; wait for it to end, or stop it first" in refusal)
+    assert held or "already completed; nothing to resume" in refusal, refusal
+    same_as_uninterrupted(run_dir, uninterrupted)
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+import runs
+with runs.hold({run!r}):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_once_waits_for_the_process_writing_its_run_then_finishes_it(interrupted, long_data, uninterrupted,
+                                                                      tmp_path):
+    """While a `--resume` holds an unfinished run, `train.py --once` with its settings (a sweep's run)
+    waits for it, and readers read the run meanwhile; once the holder is gone (here SIGKILLed, which
+    also ends its lock) --once resumes the run to the end."""
+    run_dir = copy_run(interrupted, tmp_path / "runs" / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(ROOT), run=str(run_dir))],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    once = subprocess.Popen([sys.executable, ROOT / "train.py", *LONG, "--data-dir", long_data, "--out", tmp_path,
+                             "--once"], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    waiting = once.stdout.readline()
+    assert waiting.startswith(f"waiting: process {holder.pid} on ") and f"is writing {run_dir.resolve()}" in waiting
+    reader = run_script("test.py", run_dir)
+    assert reader.returncode == 0 and "accuracy" in reader.stdout, reader.stderr
+    assert once.poll() is None, "--once did not wait"
+    holder.kill()
+    holder.wait()
+    _, stderr = once.communicate(timeout=300)
+    assert once.returncode == 0, stderr
+    same_as_uninterrupted(run_dir, uninterrupted)
+
+
+def test_a_held_run_folder_is_held_once_per_process(tmp_path):
+    """A process may hold a folder it holds already (a --once resuming the run it waited for); the
+    claims folder is never taken for a run; a lock file left by an older version is taken over."""
+    run_dir = tmp_path / "runs" / "run"
+    run_dir.mkdir(parents=True)
+    (tmp_path / "runs" / ".claims").mkdir()
+    (tmp_path / "runs" / ".claims" / "k3y.lock").write_text("process 1 on old since 00:00:00\n")
+    said = []
+    with runs.claim(tmp_path, "k3y", say=lambda *a, **k: said.append(a)), runs.hold(run_dir, wait=True, say=said.append):
+        with runs.hold(run_dir):
+            pass
+    assert not said, "a claim waited for itself or for a lock file nobody holds"
+    assert runs.find_runs(tmp_path) == [] and list(runs.index(tmp_path)) == []
 
 
 class FullDisk:
