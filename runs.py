@@ -362,8 +362,9 @@ def _stopped(run_dir, metrics, error):
         noted = "summary.json says so"
     except OSError:
         noted = "summary.json could not be updated either and may still say running"
-    return errors.WriteFailed(f"{errors.describe(error)}; the run stopped after epoch {len(metrics)} "
-                              f"({noted}); once that is fixed, continue it with: {resume}")
+    where = f"after epoch {len(metrics)}" if metrics else "before its first epoch was saved"
+    return errors.WriteFailed(f"{errors.describe(error)}; the run stopped {where} ({noted}); once that is "
+                              f"fixed, continue it with: {resume}")
 
 
 def trim_to(run_dir, epoch):
