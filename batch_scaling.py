@@ -21,6 +21,7 @@ if __name__ == "__main__":
     errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
 
 import concurrent.futures
+import contextlib
 import math
 import multiprocessing
 import os
@@ -200,7 +201,7 @@ _DATA = {}  # one prepared data set per worker process
 def run_job(job, target):
     """Train one job unless a finished run with its key exists (another process training it is waited
     for); returns its summary."""
-    config = {**job.config, "device": train.resolve_device(job.config["device"])}
+    config = {**job.config, "device": settings.resolve_device(job.config["device"])}
     with runs.claim(config["out"], job.key, say=lambda *a, **k: None):
         finished = [d for d, s in runs.index(config["out"]).get(job.key, []) if s in runs.FINISHED]
         if finished:
@@ -209,11 +210,12 @@ def run_job(job, target):
         if source not in _DATA:
             _DATA[source] = dataloader.for_run(config, config["device"])
         data, tensors = _DATA[source]
-        run_dir = runs.start({**config, "study": {"target": target, "max_steps": job.max_steps,
-                                                  "eval_growth": EVAL_GROWTH}}, job.key, data, tensors)
-        summary, rows = to_target(config, tensors, target, job.max_steps)
-        tables.write_csv(run_dir / "evals.csv", rows, ["step", "seconds", "train_loss", "val_loss", "val_acc"])
-        runs.write_json(run_dir / "summary.json", summary)
+        with contextlib.ExitStack() as held:  # the new folder is held while this process writes it
+            run_dir = runs.start({**config, "study": {"target": target, "max_steps": job.max_steps,
+                                                      "eval_growth": EVAL_GROWTH}}, job.key, data, tensors, held)
+            summary, rows = to_target(config, tensors, target, job.max_steps)
+            tables.write_csv(run_dir / "evals.csv", rows, ["step", "seconds", "train_loss", "val_loss", "val_acc"])
+            runs.write_json(run_dir / "summary.json", summary)
         return summary
 
 

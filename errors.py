@@ -1,10 +1,12 @@
 """Errors a user can fix, and interrupts: every script's handling of both lives here.
 
 Three pieces: handle_interrupts() at the top of each script (before torch loads), critical() around a
-write that a signal must not cut in half, and run_cli() around main, which prints a UserError or an
-interrupt as one line instead of a traceback.
+write that a signal must not cut in half, and run_cli() around main, which prints a UserError, a failed
+write or read (an OSError: a full disk, a quota, an I/O error) or an interrupt as one line instead of a
+traceback.
 """
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -14,6 +16,25 @@ INTERRUPTED = 130  # the shell's code for a program ended by Ctrl-C
 
 class UserError(Exception):
     """Bad input (a flag, a data file, a run folder): the message names the problem and the fix."""
+    code = 2  # the exit code
+
+
+class WriteFailed(UserError):
+    """A write that failed (a full disk, a quota, an I/O error): the message names the file, the cause
+    and what to do."""
+    code = 1
+
+
+# errno has no EDQUOT on Windows, whose full quota is a full disk (ENOSPC).
+FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def describe(error):
+    """One line for an OSError: the file and the cause, and for a full disk or quota what to do."""
+    text = f"{error.filename}: {error.strerror or error}" if error.filename else str(error)
+    if error.errno in FULL:
+        text += " (free some space there)"
+    return text
 
 
 def handle_interrupts():
@@ -66,13 +87,17 @@ def _excepthook(kind, value, traceback):
 
 
 def run_cli(main, interrupted="interrupted"):
-    """Call main(); print a UserError as one `error:` line and exit 2, and an interrupt as one line
-    (`interrupted`, the resume advice where there is one) and exit 130, instead of a traceback."""
+    """Call main(); print a UserError as one `error:` line and exit with its code (2, a failed write 1),
+    an OSError as one `error:` line and exit 1, and an interrupt as one line (`interrupted`, the resume
+    advice where there is one) and exit 130, instead of a traceback."""
     try:
         return main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(e.code)
+    except OSError as e:
+        print(f"error: {describe(e)}", file=sys.stderr)
+        sys.exit(WriteFailed.code)
     except KeyboardInterrupt:
         print(f"\n{interrupted}", file=sys.stderr)
         sys.exit(INTERRUPTED)

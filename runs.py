@@ -4,28 +4,31 @@ A run is a folder <out>/runs/<name>/ holding
   config.json    every setting, the versions, the data checksum (written once, at the start)
   metrics.jsonl  one JSON object per finished epoch
   steps.csv      the training loss averaged over every few steps
-  summary.json   status (running, completed, diverged, interrupted) and the final figures
+  summary.json   status (running, completed, diverged, interrupted, failed) and the final figures
   model.pt       weights, optimizer and random state (CPU and device) of the last finished epoch
-Plots and tables read only these files. <out>/runs/.claims/ holds one lock file per run key, so that
-two processes never train the same settings at once (see claim).
+Plots and tables read only these files. <out>/runs/.claims/ holds the locks of the processes writing:
+one per run key, so that two processes never train the same settings at once (claim), and one per run
+folder, so that no two processes ever write the same folder (hold). Readers take no lock.
 
 This module is the format of that folder: starting one, what a checkpoint holds, trimming the logs back
 to a checkpoint for a resume, the summary, and the claims; train.py fills it, tables and plots read it.
 """
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import time
 import warnings
 from pathlib import Path
 
+import filelock
 import torch
 
+import errors
 from errors import UserError
 
 FORMAT_VERSION = 2
@@ -34,29 +37,57 @@ ROOT = Path(__file__).resolve().parent
 
 
 def write_atomic(path, write):
-    """Call write(tmp_path), then rename tmp onto path, so readers never see a half-written file."""
+    """Call write(tmp_path), then rename tmp onto path, so readers never see a half-written file and a
+    failed write leaves the previous file whole."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with _naming(path):
+            write(tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _naming(path):
+    """Make an OSError raised while writing path name path: a failed write() names no file, and the
+    temporary file's name would mean nothing to the user."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
+def _write_text(path, text, mode="w"):
+    """Write (mode "w") or append (mode "a") text to path."""
+    with open(path, mode) as f:
+        f.write(text)
+
+
 def write_json(path, obj):
     """Write obj as indented JSON, atomically."""
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    write_atomic(path, lambda tmp: _write_text(tmp, json.dumps(obj, indent=2) + "\n"))
 
 
 def save_checkpoint(path, checkpoint):
     """torch.save a checkpoint dict, atomically."""
-    write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+    def write(tmp):
+        # Through a Python file, whose failed write raises an OSError with its errno (ENOSPC...); torch
+        # then fails to close its zip and raises a RuntimeError of its own, which would hide the cause.
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(checkpoint, f)
+            except RuntimeError as e:
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
+    write_atomic(path, write)
 
 
 def append_jsonl(path, obj):
     """Append one JSON line and flush it to disk."""
-    with open(path, "a") as f:
+    with _naming(path), open(path, "a") as f:
         f.write(json.dumps(obj) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -64,17 +95,17 @@ def append_jsonl(path, obj):
 
 def write_jsonl(path, rows):
     """Write rows as JSON lines, atomically (used to trim a log back to its checkpoint)."""
-    write_atomic(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    write_atomic(path, lambda tmp: _write_text(tmp, "".join(json.dumps(r) + "\n" for r in rows)))
 
 
 def write_steps(path, rows, append=False):
     """Write (step, epoch, loss) rows to steps.csv: atomically anew, or appended."""
     lines = "".join(f"{step},{epoch},{loss!r}\n" for step, epoch, loss in rows)
     if append:
-        with open(path, "a") as f:
-            f.write(lines)
+        with _naming(path):
+            _write_text(path, lines, "a")
     else:
-        write_atomic(path, lambda tmp: tmp.write_text("step,epoch,loss\n" + lines))
+        write_atomic(path, lambda tmp: _write_text(tmp, "step,epoch,loss\n" + lines))
 
 
 def read_json(path):
@@ -175,6 +206,13 @@ def read_status(run_dir):
     return read_summary(run_dir).get("status")
 
 
+def check_unfinished(run_dir):
+    """A UserError unless the run can be resumed: completed and diverged runs are finished."""
+    status = read_status(run_dir)
+    if status in FINISHED:
+        raise UserError(f"{run_dir}: already {status}; nothing to resume")
+
+
 def read_run(run_dir):
     """Read a whole run folder: {"dir", "config", "metrics", "summary", "steps"}."""
     run_dir = Path(run_dir)
@@ -243,15 +281,21 @@ def environment(device):
     return info
 
 
-def start(config, key, data, tensors):
-    """Create a new run folder and write its config.json (every setting, the run key, the data's
-    checksums, the normalisation, the environment) and an empty steps.csv; returns its path."""
+def start(config, key, data, tensors, claims):
+    """Create a new run folder, held by this process until claims (an ExitStack) closes, and write its
+    config.json (every setting, the run key, the data's checksums, the normalisation, the environment)
+    and an empty steps.csv; returns its path."""
     run_dir = _new_folder(config, key)
-    write_json(run_dir / "config.json", {
-        **config, "run_key": key, "data_md5": data["md5"], "data_source": data["source"],
-        "norm_mean": tensors["mean"], "norm_std": tensors["std"], "environment": environment(config["device"]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    write_steps(run_dir / "steps.csv", [])
+    claims.enter_context(hold(run_dir))  # before config.json: a folder without one is no run to resume
+    try:
+        write_json(run_dir / "config.json", {
+            **config, "run_key": key, "data_md5": data["md5"], "data_source": data["source"],
+            "norm_mean": tensors["mean"], "norm_std": tensors["std"], "environment": environment(config["device"]),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_steps(run_dir / "steps.csv", [])
+    except OSError:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a folder that holds no run, only in the way
+        raise
     return run_dir
 
 
@@ -315,12 +359,40 @@ def checkpoint(model, optimizer, ema, config, epoch, tensors):
 
 
 def save_epoch(run_dir, row, steps, ckpt, metrics):
-    """Append a finished epoch to the run folder: metrics, step losses, checkpoint, summary."""
+    """Record a finished epoch in the run folder (metrics, step losses, checkpoint, then the summary)
+    and in metrics. A write that fails (a full disk, a quota, an I/O error) ends the run at the last
+    saved epoch: the logs are cut back to it, summary.json says so, and a WriteFailed says what to do."""
+    sizes = {path: path.stat().st_size if path.exists() else 0
+             for path in (run_dir / "metrics.jsonl", run_dir / "steps.csv")}
+    try:
+        append_jsonl(run_dir / "metrics.jsonl", row)
+        write_steps(run_dir / "steps.csv", steps, append=True)
+        save_checkpoint(run_dir / "model.pt", ckpt)
+    except OSError as e:
+        for path, size in sizes.items():
+            if path.exists():
+                os.truncate(path, size)  # no line may stay of an epoch whose checkpoint was not saved
+        raise _stopped(run_dir, metrics, e) from None
     metrics.append(row)
-    append_jsonl(run_dir / "metrics.jsonl", row)
-    write_steps(run_dir / "steps.csv", steps, append=True)
-    save_checkpoint(run_dir / "model.pt", ckpt)
-    write_json(run_dir / "summary.json", summarise(metrics, "running"))
+    try:
+        write_json(run_dir / "summary.json", summarise(metrics, "running"))
+    except OSError as e:
+        raise _stopped(run_dir, metrics, e) from None
+
+
+def _stopped(run_dir, metrics, error):
+    """The WriteFailed that ends a run after the OSError of a failed write, once summary.json says
+    where the run stopped, why, and how to continue it (where summary.json can still be written)."""
+    resume = f"python train.py --resume {run_dir}"
+    try:
+        write_json(run_dir / "summary.json",
+                   summarise(metrics, "failed", error=errors.describe(error), resume=resume))
+        noted = "summary.json says so"
+    except OSError:
+        noted = "summary.json could not be updated either and may still say running"
+    where = f"after epoch {len(metrics)}" if metrics else "before its first epoch was saved"
+    return errors.WriteFailed(f"{errors.describe(error)}; the run stopped {where} ({noted}); once that is "
+                              f"fixed, continue it with: {resume}")
 
 
 def trim_to(run_dir, epoch):
@@ -385,26 +457,64 @@ def summarise(metrics, status, **extra):
 
 @contextlib.contextmanager
 def claim(out, key, say=print):
-    """Hold the claim on training the run with this key in out; wait while another process holds it.
-
-    The claim is a POSIX lock on <out>/runs/.claims/<key>.lock, so the operating system releases it
-    when its process ends in any way: a claim is never left stale. The file says who holds it.
-    """
-    folder = Path(out) / "runs" / ".claims"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{key}.lock", "a+") as f:
-        try:
-            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            say(f"waiting: {f.read().strip() or 'another process'} is training a run with these "
-                f"settings; it will be reused when done", flush=True)
-            fcntl.lockf(f, fcntl.LOCK_EX)
-        f.seek(0)
-        f.truncate()
-        f.write(f"process {os.getpid()} on {_host()} since {time.strftime('%H:%M:%S')}\n")
-        f.flush()
+    """Hold the claim on training the run with this key in out; wait while another process holds it."""
+    def busy(holder):
+        say(f"waiting: {holder} is training a run with these settings; it will be reused when done", flush=True)
+    with _locked(Path(out) / "runs" / ".claims" / key, busy):
         yield
+
+
+@contextlib.contextmanager
+def hold(run_dir, wait=False, resuming=False, say=print):
+    """Hold run_dir against every other writer while this process writes it. Where another process
+    holds it, stop with a UserError naming that process, or with wait (--once) wait for it to end.
+    With resuming, the run must still be unfinished once held: it may have finished while this process
+    started. A process may hold a folder it already holds (a --once resuming the run it waited for)."""
+    run_dir = Path(run_dir).resolve()
+
+    def busy(holder):
+        if not wait:
+            raise UserError(f"{run_dir}: {holder} is writing this run; wait for it to end, or stop it "
+                            f"first (Ctrl-C where it runs, or kill that process), then run this again")
+        say(f"waiting: {holder} is writing {run_dir}; it will be resumed or reused when done", flush=True)
+    with _locked(run_dir.parent / ".claims" / f"run-{run_dir.name}", busy):
+        if resuming:
+            check_unfinished(run_dir)
+        yield
+
+
+@contextlib.contextmanager
+def _locked(base, busy):
+    """Hold the lock file <base>.lock; where another process holds it, call busy(who) first, which
+    raises or returns to wait. <base>.holder says who holds it, for the next process's message.
+
+    The lock is the operating system's (flock on Linux and macOS, LockFileEx on Windows, through
+    filelock), so it ends with its process in any way: a killed job never leaves a stale claim. One
+    lock object per path (is_singleton) makes a second hold by the same process a nested one.
+    """
+    base.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(f"{base}.lock", is_singleton=True)
+    nested = lock.is_locked
+    try:
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        busy(_holder(base))
+        lock.acquire()
+    try:
+        if not nested:
+            Path(f"{base}.holder").write_text(
+                f"process {os.getpid()} on {_host()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        yield
+    finally:
+        lock.release()
+
+
+def _holder(base):
+    """Who holds the lock <base>.lock, as its holder wrote it."""
+    try:
+        return Path(f"{base}.holder").read_text().strip() or "another process"
+    except OSError:  # not written yet: the holder has only just started
+        return "another process"
 
 
 def load_checkpoint(path):

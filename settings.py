@@ -8,6 +8,8 @@ vary it, and whether a sweep's --help offers it.
 import argparse
 import math
 import shlex
+import sys
+import textwrap
 from typing import NamedTuple
 
 import torch
@@ -181,12 +183,24 @@ SETTINGS = (
 SETTING = {s.dest: s for s in SETTINGS}
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with defaults, wrapped between words only: a flag such as --tune-lr is never split at its
+    hyphen across two lines."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
 def build_parser(scopes=(RUN, SEED, SYSTEM, SINGLE), description=DESCRIPTION, given_only=False):
     """A parser of the settings of the given scopes; `@file` reads flags from a recipe file. With
     given_only, the parsed namespace holds only the settings the command line names."""
     # allow_abbrev=False: a mistyped flag such as --epoch must be an error, not silently --epochs.
     p = argparse.ArgumentParser(description=description, allow_abbrev=False, fromfile_prefix_chars="@",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.convert_arg_line_to_args = _recipe_line
     groups = {}
     for s in SETTINGS:
@@ -275,6 +289,33 @@ def devices_here():
     """The devices torch can train on here, in the order --device auto picks them."""
     found = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
     return [name for name, there in found.items() if there]
+
+
+# ---------------------------------------------------------------------------- devices and resumed runs
+
+def resolve_device(name):
+    """The torch device for --device (None, not given, as auto); asking for one that is not there is an error."""
+    here = devices_here()
+    if name not in (None, "auto", *here):
+        raise UserError(f"--device {name}: no {name.upper()} device is available on this machine; "
+                        f"use --device cpu or --device auto")
+    return name if name in here else here[0]
+
+
+def resume_config(run_dir, device=None, threads=None, quiet=False):
+    """The saved settings of an unfinished run, with this call's threads and printing, on its own device
+    unless `device` is given (resume_device)."""
+    saved = runs.read_config(run_dir)
+    runs.check_unfinished(run_dir)
+    device, note = resume_device(saved["device"], device and resolve_device(device), devices_here())
+    if note:
+        print(note, file=sys.stderr)
+    # The saved thread count stays unless overridden: another count sums in another order, and the
+    # resumed metrics would no longer match an uninterrupted run's. A setting added since the run was
+    # trained takes its default, which is what the run did.
+    return {**{s.dest: saved.get(s.dest, s.default) for s in SETTINGS},
+            "format_version": saved["format_version"], "device": device, "threads": threads or saved["threads"],
+            "quiet": quiet}
 
 
 def resume_device(saved, given, here):

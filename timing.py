@@ -15,6 +15,7 @@ import torch
 
 import dataloader
 import runs
+import settings
 import train
 
 ROUNDS, FRACTION = 40, 0.05
@@ -45,7 +46,7 @@ def _setups(results, fraction):
     each data set is loaded once."""
     data, setups = {}, []
     for r in results:
-        config = {**r.config, "device": train.resolve_device(r.config["device"]), "quiet": True}
+        config = {**r.config, "device": settings.resolve_device(r.config["device"]), "quiet": True}
         source = tuple(config[k] for k in ("dataset", "data_dir", "no_verify", "val_split", "normalize", "crop", "device"))
         if source not in data:
             data[source] = dataloader.for_run(config, config["device"])[1]

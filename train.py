@@ -15,6 +15,7 @@ import errors
 if __name__ == "__main__":
     errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
 
+import contextlib
 import functools
 import math
 import sys
@@ -36,18 +37,9 @@ from errors import UserError, run_cli
 from model import EMA, MLP, apply_max_norm, model_kwargs
 from registry import LOSSES, make_optimizer
 
-# ---------------------------------------------------------------------------- set-up
 WARM_UP = ("cuda", "mps")  # the devices whose first step pays one-time set-up (see warm_up)
 
-
-def resolve_device(name):
-    """The torch device for --device (None, not given, as auto); asking for one that is not there is an error."""
-    here = settings.devices_here()
-    if name not in (None, "auto", *here):
-        raise UserError(f"--device {name}: no {name.upper()} device is available on this machine; "
-                        f"use --device cpu or --device auto")
-    return name if name in here else here[0]
-
+# ---------------------------------------------------------------------------- set-up
 
 class Trainer(NamedTuple):
     """Everything a training step needs."""
@@ -261,8 +253,14 @@ def should_stop(metrics, patience):
 # ---------------------------------------------------------------------------- a run
 
 def train(config, resume_dir=None):
-    """Run (or resume) one training run as configured; returns (run folder, summary dict)."""
-    trainer, tensors, run_dir, metrics = set_up(config, resume_dir)
+    """Run (or resume) one training run, its folder held against other writers; returns (run folder, summary)."""
+    with contextlib.ExitStack() as claims:
+        return train_held(config, resume_dir, claims)
+
+
+def train_held(config, resume_dir, claims):
+    """train's work, the run folder's hold entered into claims."""
+    trainer, tensors, run_dir, metrics = set_up(config, resume_dir, claims)
     x, y = tensors["train"]
     steps_per_epoch, say = math.ceil(len(y) / config["batch_size"]), printer(config)
     errors.catch_signals()  # SIGTERM too becomes KeyboardInterrupt, held back while an epoch is saved
@@ -299,12 +297,14 @@ def train(config, resume_dir=None):
     return run_dir, summary
 
 
-def set_up(config, resume_dir):
+def set_up(config, resume_dir, claims):
     """Device, threads, data, model and run folder: (trainer, tensors, run folder, metrics so far)."""
-    device = config["device"] = resolve_device(config["device"])
+    device = config["device"] = settings.resolve_device(config["device"])
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     runs.check_out(config["out"])
+    if resume_dir:  # held before the data loads: a second writer is stopped at once
+        claims.enter_context(runs.hold(resume_dir, resuming=True))
     data, tensors = dataloader.for_run(config, device)
     trainer = build_trainer(config, tensors, device)
     warm_up(config, tensors, device)
@@ -312,7 +312,7 @@ def set_up(config, resume_dir):
         run_dir = Path(resume_dir)
         metrics = restore(run_dir, trainer)
     else:
-        run_dir, metrics = runs.start(config, settings.run_key(config), data, tensors), []
+        run_dir, metrics = runs.start(config, settings.run_key(config), data, tensors, claims), []
     runs.write_json(run_dir / "summary.json", runs.summarise(metrics, "running"))
     printer(config)(f"run folder: {run_dir}\ndevice: {device}, training on {len(tensors['train'][1])} images, "
                     f"{sum(p.numel() for p in trainer.model.parameters())} parameters")
@@ -331,24 +331,6 @@ def restore(run_dir, trainer):
 
 # ---------------------------------------------------------------------------- the command
 
-def resume_config(run_dir, device=None, threads=None, quiet=False):
-    """The saved settings of an unfinished run, with this call's threads and printing, on its own device
-    unless `device` is given (settings.resume_device)."""
-    saved = runs.read_config(run_dir)
-    status = runs.read_status(run_dir)
-    if status in runs.FINISHED:
-        raise UserError(f"{run_dir}: already {status}; nothing to resume")
-    device, note = settings.resume_device(saved["device"], device and resolve_device(device), settings.devices_here())
-    if note:
-        print(note, file=sys.stderr)
-    # The saved thread count stays unless overridden: another count sums in another order, and the
-    # resumed metrics would no longer match an uninterrupted run's. A setting added since the run was
-    # trained takes its default, which is what the run did.
-    return {**{s.dest: saved.get(s.dest, s.default) for s in settings.SETTINGS},
-            "format_version": saved["format_version"], "device": device, "threads": threads or saved["threads"],
-            "quiet": quiet}
-
-
 def train_once(config):
     """Train config unless --out already has a run with the same settings: wait while another
     process trains it, then reuse it if it finished or resume it if it did not."""
@@ -357,13 +339,16 @@ def train_once(config):
     with runs.claim(config["out"], key):
         found = runs.index(config["out"]).get(key, [])
         finished = [run_dir for run_dir, status in found if status in runs.FINISHED]
+        if found and not finished:
+            run_dir = found[-1][0]
+            with runs.hold(run_dir, wait=True):  # a `train.py --resume` of it may be running: wait for it
+                if runs.read_status(run_dir) not in runs.FINISHED:
+                    return train(settings.resume_config(run_dir, config["device"], config["threads"], config["quiet"]), run_dir)[1]
+            finished = [run_dir]
         if finished:
             print(f"already trained with these settings: {finished[-1]} (reused; without --once, "
                   f"train.py trains another copy)")
             return runs.read_json(finished[-1] / "summary.json")
-        if found:
-            run_dir = found[-1][0]
-            return train(resume_config(run_dir, config["device"], config["threads"], config["quiet"]), run_dir)[1]
         return train(config)[1]
 
 
@@ -380,7 +365,7 @@ def main():
     if args.resume and args.once:
         raise UserError("--resume continues one given run; --once finds the run itself: give one of them")
     if args.resume:
-        config = resume_config(Path(args.resume), args.device, args.threads, args.quiet)
+        config = settings.resume_config(Path(args.resume), args.device, args.threads, args.quiet)
         summary = train(config, Path(args.resume))[1]
     elif args.once:
         summary = train_once(settings.make_config(args))

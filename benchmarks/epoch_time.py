@@ -16,12 +16,16 @@ GPU the device is started (its context created) before anything is timed, and ti
 """
 import argparse
 import math
-import resource
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+try:
+    import resource  # POSIX only: on Windows the peak memory line says it was not measured
+except ImportError:
+    resource = None
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -108,8 +112,12 @@ def flops_per_epoch(model, samples):
 
 
 def peak_rss_mb():
-    """The process's peak resident memory so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak resident memory so far, in MiB (Linux reports KiB, macOS bytes); None where
+    the platform has no getrusage (Windows)."""
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024
 
 
 class Project:
@@ -306,9 +314,11 @@ def print_notes(args, setup, device, peaks, extras):
     print(f"Start-up (reading the data into memory): project {setup['project_start']:.2f} s (gzip IDX -> "
           f"normalised float tensor on {device}); torchvision MNIST {setup['reference_start']:.2f} s (from "
           f"uncompressed raw files){started}.")
-    memory = (f"Peak memory (max RSS): {setup['import_rss']:.0f} MiB after importing torch, "
-              f"{setup['project_rss']:.0f} MiB after the project's data load, {peak_rss_mb():.0f} MiB for the "
-              f"whole benchmark process")
+    memory = "Peak memory: max RSS not measured (this platform has no getrusage)"
+    if resource:
+        memory = (f"Peak memory (max RSS): {setup['import_rss']:.0f} MiB after importing torch, "
+                  f"{setup['project_rss']:.0f} MiB after the project's data load, {peak_rss_mb():.0f} MiB for "
+                  f"the whole benchmark process")
     if device == "cuda":
         memory += f"; CUDA max allocated {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MiB"
     print(memory + ".")
@@ -347,7 +357,7 @@ def accuracy_line(config, metrics):
 
 def main():
     args = parse_args()
-    device = train.resolve_device(args.device)
+    device = settings.resolve_device(args.device)
     torch_default = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -214,9 +214,9 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_data, tmp_path):
 
 
 def test_full_batch_gradient_descent(tiny_data, tmp_path):
-    _, summary = train.train(tiny_config(tiny_data, tmp_path, batch_size=500, epochs=3))
+    run_dir, summary = train.train(tiny_config(tiny_data, tmp_path, batch_size=500, epochs=3))
     assert summary["status"] == "completed"
-    rows = runs.read_steps(next((tmp_path / "runs").iterdir()) / "steps.csv")
+    rows = runs.read_steps(run_dir / "steps.csv")
     assert [row[:2] for row in rows] == [(1, 1), (2, 2), (3, 3)]  # one step, so one row, an epoch
 
 
@@ -226,7 +226,7 @@ def test_real_mnist_run_end_to_end(tmp_path):
     result = run_script("train.py", "--epochs", "2", "--hidden", "64", "--quiet", "--device", "cpu",
                         "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = runs.find_runs(tmp_path)  # beside it, runs/.claims/ holds the locks
     assert {"config.json", "metrics.jsonl", "steps.csv", "summary.json", "model.pt"} <= {
         p.name for p in run_dir.iterdir()}
     config = json.loads((run_dir / "config.json").read_text())

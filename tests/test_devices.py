@@ -103,8 +103,8 @@ def test_resume_config_uses_the_saved_device_and_says_once_when_it_changes(tmp_p
     runs.write_json(tmp_path / "config.json", config)  # a run folder that has not finished an epoch
     assert settings.build_parser().parse_args([]).device is None  # "not given" is told from "auto"
     monkeypatch.setattr(settings, "devices_here", lambda: ["cuda", "cpu"])  # a GPU machine
-    assert train.resume_config(tmp_path)["device"] == "cpu" and capsys.readouterr().err == ""
-    assert train.resume_config(tmp_path, "auto")["device"] == "cuda"
+    assert settings.resume_config(tmp_path)["device"] == "cpu" and capsys.readouterr().err == ""
+    assert settings.resume_config(tmp_path, "auto")["device"] == "cuda"
     assert capsys.readouterr().err.count("will not match") == 1
 
 

@@ -1,10 +1,11 @@
-"""Reliability (issue 5): interrupts and resume, atomic writes, truncated logs, divergence, bad data,
-bad flags, bad run folders and unsafe checkpoints.
+"""Reliability (issues 5 and 22): interrupts and resume, atomic writes, truncated logs, divergence, bad
+data, bad flags, bad run folders and unsafe checkpoints; two writers of one run, and a full disk.
 
 Every case drives a real script as a subprocess, as a user would, and checks the exit code, the
 message and that no traceback is printed. The rejected starts are run two at a time in one fixture:
 each is mostly torch's import time, and the file has to stay fast on a shared two-core machine.
 """
+import errno
 import gzip
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import errors
 import runs
 from conftest import ROOT, TINY, TINY_SWEEP, idx_file, make_dataset, make_digits, run_script
 from errors import UserError
@@ -385,21 +387,28 @@ def uninterrupted(long_data, tmp_path_factory):
     return runs.read_run(out / "runs" / "run")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterrupted, tmp_path):
-    """A signal after the first epoch leaves a consistent folder; --resume then ends with exactly
-    the metrics and step losses of the uninterrupted run. The SIGTERM case also adds a power cut's
-    truncated last line to metrics.jsonl before resuming."""
-    run_dir = tmp_path / "runs" / "run"
+def interrupt_after_an_epoch(long_data, out, signum=signal.SIGINT):
+    """Start the LONG run <out>/runs/run and send it signum once it has finished an epoch; returns the
+    ended process and its stderr."""
+    run_dir = out / "runs" / "run"
     proc = subprocess.Popen([sys.executable, ROOT / "train.py", *LONG, "--data-dir", long_data,
-                             "--out", tmp_path, "--name", "run"], cwd=ROOT, text=True,
+                             "--out", out, "--name", "run"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not runs.read_jsonl(run_dir / "metrics.jsonl"):
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before an epoch"
         time.sleep(0.01)
     proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=120)
+    return proc, proc.communicate(timeout=120)[1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterrupted, tmp_path):
+    """A signal after the first epoch leaves a consistent folder; --resume then ends with exactly
+    the metrics and step losses of the uninterrupted run. The SIGTERM case also adds a power cut's
+    truncated last line to metrics.jsonl before resuming."""
+    run_dir = tmp_path / "runs" / "run"
+    proc, stderr = interrupt_after_an_epoch(long_data, tmp_path, signum)
 
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
@@ -533,3 +542,205 @@ def test_divergence_is_recorded_and_the_process_exits_normally(trained, tmp_path
     assert summary["epochs_completed"] == len(run["metrics"]) == 0
     again = run_script("train.py", "--resume", tmp_path / "runs" / "run")
     assert again.returncode == 2 and "already diverged; nothing to resume" in again.stderr
+
+
+# ---------------------------------------------------------------------------- two writers, a full disk
+
+def same_as_uninterrupted(run_dir, uninterrupted):
+    """The run in run_dir completed with exactly the uninterrupted run's epochs and step losses."""
+    run = runs.read_run(run_dir)
+    assert run["summary"]["status"] == "completed"
+    assert [m["epoch"] for m in run["metrics"]] == list(range(1, LONG_EPOCHS + 1)), "an epoch is missing or twice"
+    assert without_timing(run["metrics"]) == without_timing(uninterrupted["metrics"])
+    assert run["steps"] == uninterrupted["steps"]
+
+
+@pytest.fixture(scope="module")
+def interrupted(long_data, tmp_path_factory):
+    """The LONG run stopped by Ctrl-C after an epoch or more: copy it, then resume the copy."""
+    out = tmp_path_factory.mktemp("interrupted")
+    proc, stderr = interrupt_after_an_epoch(long_data, out)
+    assert proc.returncode == 130, stderr
+    return out / "runs" / "run"
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_write_each_epoch_once(interrupted, uninterrupted, tmp_path):
+    """`train.py --resume RUN` in two terminals at once: one resumes the run, the other stops at once
+    with one line naming the process that writes it; every epoch is in the log once."""
+    run_dir = copy_run(interrupted, tmp_path / "runs" / "run")
+    procs = [subprocess.Popen([sys.executable, ROOT / "train.py", "--resume", run_dir], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    results = [(proc, *proc.communicate(timeout=300)) for proc in procs]
+    assert sorted(proc.returncode for proc, _, _ in results) == [0, 2], [err for _, _, err in results]
+    (winner, _, _), (_, _, refusal) = sorted(results, key=lambda r: r[0].returncode)
+    assert "Traceback" not in refusal and len(refusal.strip().splitlines()) == 1, refusal
+    # Once the winner holds the folder the loser is refused; had the winner already finished, there is
+    # nothing left to resume.
+    held = (f"error: {run_dir.resolve()}: process {winner.pid} on " in refusal and " since " in refusal
+            and "is writing this run; wait for it to end, or stop it first" in refusal)
+    assert held or "already completed; nothing to resume" in refusal, refusal
+    same_as_uninterrupted(run_dir, uninterrupted)
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+import runs
+with runs.hold({run!r}):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_once_waits_for_the_process_writing_its_run_then_finishes_it(interrupted, long_data, uninterrupted,
+                                                                      tmp_path):
+    """While a `--resume` holds an unfinished run, `train.py --once` with its settings (a sweep's run)
+    waits for it, and readers read the run meanwhile; once the holder is gone (here SIGKILLed, which
+    also ends its lock) --once resumes the run to the end."""
+    run_dir = copy_run(interrupted, tmp_path / "runs" / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(ROOT), run=str(run_dir))],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    once = subprocess.Popen([sys.executable, ROOT / "train.py", *LONG, "--data-dir", long_data, "--out", tmp_path,
+                             "--once"], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    waiting = once.stdout.readline()
+    assert waiting.startswith(f"waiting: process {holder.pid} on ") and f"is writing {run_dir.resolve()}" in waiting
+    reader = run_script("test.py", run_dir)
+    assert reader.returncode == 0 and "accuracy" in reader.stdout, reader.stderr
+    assert once.poll() is None, "--once did not wait"
+    holder.kill()
+    holder.wait()
+    _, stderr = once.communicate(timeout=300)
+    assert once.returncode == 0, stderr
+    same_as_uninterrupted(run_dir, uninterrupted)
+
+
+def test_a_held_run_folder_is_held_once_per_process(tmp_path):
+    """A process may hold a folder it holds already (a --once resuming the run it waited for); the
+    claims folder is never taken for a run; a lock file left by an older version is taken over."""
+    run_dir = tmp_path / "runs" / "run"
+    run_dir.mkdir(parents=True)
+    (tmp_path / "runs" / ".claims").mkdir()
+    (tmp_path / "runs" / ".claims" / "k3y.lock").write_text("process 1 on old since 00:00:00\n")
+    said = []
+    with runs.claim(tmp_path, "k3y", say=lambda *a, **k: said.append(a)), runs.hold(run_dir, wait=True, say=said.append):
+        with runs.hold(run_dir):
+            pass
+    assert not said, "a claim waited for itself or for a lock file nobody holds"
+    assert runs.find_runs(tmp_path) == [] and list(runs.index(tmp_path)) == []
+
+
+class FullDisk:
+    """A file on a disk that is full: a write stores half its bytes, then fails with ENOSPC."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        self.file.write(data[:len(data) // 2])
+        self.file.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def train_in_process(monkeypatch, capsys, *argv):
+    """`python train.py ARGV` in this process: (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *map(str, argv)])
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    import train
+    try:
+        errors.run_cli(train.main)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:  # train installs its own handlers; give pytest its Ctrl-C back
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failing", ["metrics.jsonl", "steps.csv", "model.pt", "summary.json"])
+def test_a_full_disk_ends_the_run_at_its_last_saved_epoch(failing, long_data, uninterrupted, tmp_path,
+                                                          monkeypatch, capsys):
+    """The disk fills once the first checkpoint is on it, so the next write to `failing` fails (half
+    written, then ENOSPC; injected where runs.py opens its files). The run ends with one `error:` line
+    naming the file, exit code 1, and its folder at the last saved epoch: logs cut back, no temporary
+    file, summary.json `failed` with the resume command (where it can be written). Resumed with room
+    again, it ends exactly as a run never stopped."""
+    run_dir = tmp_path / "runs" / "run"
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)
+        full = mode[0] in "wa" and failing in Path(path).name and (run_dir / "model.pt").exists()
+        return FullDisk(file) if full else file
+    monkeypatch.setattr(runs, "open", full_disk_open, raising=False)
+    code, stderr = train_in_process(monkeypatch, capsys, *LONG, "--data-dir", long_data, "--out", tmp_path,
+                                    "--name", "run")
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith(f"error: {run_dir / failing}: No space left on device (free some space there); "
+                             f"the run stopped after epoch 1 ("), stderr
+    assert stderr.strip().endswith(f"continue it with: python train.py --resume {run_dir}")
+    run = runs.read_run(run_dir)
+    assert [m["epoch"] for m in run["metrics"]] == [1] == [runs.load_checkpoint(run_dir / "model.pt")["epoch"]]
+    assert {epoch for _, epoch, _ in run["steps"]} == {1}
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    if failing == "summary.json":  # the summary too is out of room: the message says it may lag
+        assert "summary.json could not be updated either and may still say running" in stderr
+    else:
+        assert run["summary"]["status"] == "failed" and run["summary"]["epochs_completed"] == 1
+        assert run["summary"]["resume"] == f"python train.py --resume {run_dir}"
+        assert run["summary"]["error"].startswith(f"{run_dir / failing}: No space left on device")
+
+    monkeypatch.setattr(runs, "open", open, raising=False)
+    code, stderr = train_in_process(monkeypatch, capsys, "--resume", run_dir, "--quiet")
+    assert code == 0, stderr
+    same_as_uninterrupted(run_dir, uninterrupted)
+
+
+FULL_DISK = """
+set -u
+mount -t tmpfs -o size={size} tmpfs {mnt}
+{python} train.py {args} --out {mnt} --name run 2> {tmp}/failed.err
+echo $? > {tmp}/failed.code
+cp -r {mnt}/runs/run {tmp}/failed
+mount -o remount,size=64m {mnt}
+{python} train.py --resume {mnt}/runs/run --quiet 2> {tmp}/resumed.err
+echo $? > {tmp}/resumed.code
+cp -r {mnt}/runs/run {tmp}/resumed
+"""
+
+
+@pytest.mark.slow
+def test_a_full_filesystem_then_resume(long_data, uninterrupted, tmp_path):
+    """A real full disk, as a user meets it: --out on a tmpfs with room for one checkpoint and a half
+    (mounted in a user namespace), then enlarged; train.py stops with one line and --resume finishes the
+    run exactly as a run never stopped."""
+    if not shutil.which("unshare") or subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "mount", "-t", "tmpfs", "tmpfs", str(tmp_path)],
+            capture_output=True).returncode:
+        pytest.skip("cannot mount a small filesystem here (needs unshare and user namespaces)")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    size = (uninterrupted["dir"] / "model.pt").stat().st_size * 3 // 2 + 64 * 1024
+    script = FULL_DISK.format(size=size, mnt=mnt, tmp=tmp_path, python=sys.executable,
+                              args=" ".join(map(str, [*LONG, "--data-dir", long_data])))
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], cwd=ROOT, timeout=600)
+    failed_err = (tmp_path / "failed.err").read_text()
+    assert (tmp_path / "failed.code").read_text().strip() == "1", failed_err
+    assert failed_err.startswith(f"error: {mnt / 'runs' / 'run' / 'model.pt'}: No space left on device")
+    assert len(failed_err.strip().splitlines()) == 1, failed_err
+    failed = runs.read_run(tmp_path / "failed")
+    assert failed["summary"]["status"] == "failed"
+    assert len(failed["metrics"]) == failed["summary"]["epochs_completed"] >= 1
+    assert (tmp_path / "resumed.code").read_text().strip() == "0", (tmp_path / "resumed.err").read_text()
+    same_as_uninterrupted(tmp_path / "resumed", uninterrupted)

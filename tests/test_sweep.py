@@ -41,7 +41,7 @@ def read_table(out, name="lr"):
 
 
 def run_dirs(out):
-    return {p.name for p in (out / "runs").iterdir()}
+    return {p.name for p in runs.find_runs(out)}
 
 
 def test_outputs_and_table_numbers(swept):

@@ -108,7 +108,7 @@ def test_resume_with_moving_average_and_dropout_matches_an_uninterrupted_run(tin
     monkeypatch.setattr(train, "epoch_line", stop_after_first_epoch)
     stopped, summary = train.train(config_for(tiny_data, tmp_path / "stopped", *flags))
     assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
-    train.train(train.resume_config(stopped, "cpu"), stopped)
+    train.train(settings.resume_config(stopped, "cpu"), stopped)
     rows = [[{k: v for k, v in m.items() if k not in TIMING} for m in runs.read_jsonl(d / "metrics.jsonl")]
             for d in (whole, stopped)]
     assert len(rows[0]) == 3 and rows[0] == rows[1]
