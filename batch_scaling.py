@@ -151,13 +151,17 @@ def parse(argv=None):
     g = p.add_argument_group("study")
     g.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
                    help="comma-separated batch sizes ('full': the whole training set)")
-    g.add_argument("--target", type=settings.FRACTION, default=0.98, help="validation accuracy to reach")
+    g.add_argument("--target", type=settings.FRACTION, default=0.97,
+                   help="validation accuracy to reach, a fraction")
     g.add_argument("--max-steps", type=settings.POSITIVE_INT, default=40000, help="step budget of a run")
     g.add_argument("--max-epochs", type=settings.POSITIVE, default=300,
                    help="budget in passes over the training set (large batches hit this before --max-steps)")
     g.add_argument("--tune-lr", default="0.25,0.5,1,2,4",
                    help="learning-rate factors each batch size's search starts with, over the base lr scaled "
-                        "linearly with the batch size")
+                        "with the batch size as --lr-scaling says")
+    g.add_argument("--lr-scaling", default="sqrt", choices=list(sweep.LR_SCALINGS),
+                   help="where each batch size's search starts: the base lr times the batch size over the "
+                        "base batch size (linear) or its square root (sqrt); the search widens from there")
     g.add_argument("--widen", type=settings.NON_NEGATIVE_INT, default=sweep.WIDEN,
                    help="factors the search may add beyond the first grid on each side")
     g.add_argument("--seeds", type=settings.POSITIVE_INT, default=2, help="seeds per run: --seed, --seed+1, ...")
@@ -186,7 +190,7 @@ def plan(base, grids, seeds, args, n):
     for seed in seeds:
         for size, factors in grids.items():
             for factor in factors:
-                lr = sweep._round(base_lr * size / base["batch_size"] * factor)
+                lr = sweep._round(base_lr * sweep.LR_SCALINGS[args.lr_scaling](size / base["batch_size"]) * factor)
                 config = settings.make_config({**base, "batch_size": size, "lr": lr, "seed": seed})
                 max_steps = min(args.max_steps, math.ceil(args.max_epochs * n / size))
                 key = runs.digest({"run": settings.run_key(config), "target": args.target, "max_steps": max_steps,
@@ -379,8 +383,8 @@ def report(rows, args, base, n, noise, fit):
     folder = Path(base["out"]) / NAME
     caption = (f"Steps to {100 * args.target:g}% validation accuracy, {_describe(base, args)}. Each batch size at the "
                f"learning rate (constant, momentum {settings.make_config(base)['momentum']:g}) that reached the target "
-               f"in the fewest steps (geometric mean over the seeds), searched over a factor-2 grid widened while the "
-               f"best rate was on an edge; mean ± sample std over the seeds of that rate, which also chose it. "
+               f"in the fewest steps (geometric mean over the seeds), searched over a factor-2 grid (starting at the base "
+               f"rate scaled by the {args.lr_scaling} of the batch-size ratio) widened while the best rate was on an edge; mean ± sample std over the seeds of that rate, which also chose it. "
                f"Evaluations after steps 1-10 and then every {100 * (EVAL_GROWTH - 1):.0f}% more steps: a step count "
                f"is the first evaluation at or above the target, good to {100 * (EVAL_GROWTH - 1):.0f}%. Seconds: steps "
                f"times the seconds per step of a timing pass in which the batch sizes trained in turn "
