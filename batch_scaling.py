@@ -381,15 +381,18 @@ def table(rows, n, target):
 def report(rows, args, base, n, noise, fit):
     """Write the table and figures into <out>/batch_scaling/."""
     folder = Path(base["out"]) / NAME
-    caption = (f"Steps to {100 * args.target:g}% validation accuracy, {_describe(base, args)}. Each batch size at the "
-               f"learning rate (constant, momentum {settings.make_config(base)['momentum']:g}) that reached the target "
-               f"in the fewest steps (geometric mean over the seeds), searched over a factor-2 grid (starting at the base "
-               f"rate scaled by the {args.lr_scaling} of the batch-size ratio) widened while the best rate was on an edge; mean ± sample std over the seeds of that rate, which also chose it. "
-               f"Evaluations after steps 1-10 and then every {100 * (EVAL_GROWTH - 1):.0f}% more steps: a step count "
-               f"is the first evaluation at or above the target, good to {100 * (EVAL_GROWTH - 1):.0f}%. Seconds: steps "
-               f"times the seconds per step of a timing pass in which the batch sizes trained in turn "
-               f"({base['threads'] or 'default'} thread(s)). Budget: {args.max_steps} steps or {args.max_epochs:g} "
-               f"epochs, whichever comes first.")
+    every = f"{100 * (EVAL_GROWTH - 1):.0f}%"
+    caption = (f"Steps to {100 * args.target:g}% validation accuracy, {_describe(base, args)}. Each batch size at "
+               f"the learning rate (constant, momentum {settings.make_config(base)['momentum']:g}) that reached "
+               f"the target in the fewest steps (geometric mean over the seeds), searched over a factor-2 grid "
+               f"that starts at the base rate scaled by the {args.lr_scaling} of the batch-size ratio and widens "
+               f"while the best rate is on an edge; mean ± sample std over the seeds of that rate, which also "
+               f"chose it. Evaluations after steps 1-10 and then every {every} more steps: a step count is the "
+               f"first evaluation at or above the target, good to {every}. Seconds: steps times the seconds per "
+               f"step of a timing pass in which the batch sizes trained in turn ({base['threads'] or 'default'} "
+               f"thread(s)). Budget: {args.max_steps} steps or {args.max_epochs:g} epochs, whichever comes first; "
+               f"a run also stops where its best validation accuracy has not improved over the last half of its "
+               f"steps (from step {PATIENT}).")
     if fit:
         caption += f" Fit of S = S_min (1 + B_crit / B): S_min {fit[0]:.0f} steps, B_crit {fit[1]:.0f}."
     tables.write_tables(table(rows, n, args.target), folder / NAME, caption)
