@@ -118,12 +118,12 @@ class Candidate(NamedTuple):
 
     @property
     def val_score(self):
-        """The learning-rate search's score of this rate (stats.tuning_score), None while a seed's run is
-        missing."""
+        """This rate's mean final validation accuracy over seeds (stats.rate_score), None while a seed's
+        run is missing."""
         if not all(self.runs):
             return None
-        return stats.tuning_score([r["summary"]["final_val_acc"] if r and r["summary"].get("status") == "completed"
-                                   else None for r in self.runs])
+        return stats.rate_score([r["summary"]["final_val_acc"] if r and r["summary"].get("status") == "completed"
+                                 else None for r in self.runs])
 
 
 # ---------------------------------------------------------------------------- command line
@@ -428,19 +428,28 @@ def collect(jobs, out):
 
 
 def choose(candidates, first, steps):
-    """Per value, the candidate whose learning rate scored best on the validation set (see
-    Candidate.val_score), holding all of the value's candidates in options and how its search ended.
-    Test accuracy plays no part in the choice."""
-    by_label = {}
-    for c in candidates:
-        by_label.setdefault(c.label, []).append(c)
+    """Per value, the candidate whose learning rate scored best on the validation set (search_scores),
+    holding all of the value's candidates in options and how its search ended. Test accuracy plays no
+    part in the choice."""
     chosen = []
-    for options in by_label.values():
-        scores = {c.factor: c.val_score for c in options}
-        best = max(options, key=lambda c: -1.0 if c.val_score is None else c.val_score)
+    for options in _by_label(candidates).values():
+        scores = search_scores(options)
+        best = max(options, key=lambda c: -1.0 if scores[c.factor] is None else scores[c.factor])
         chosen.append(best._replace(options=tuple(options),
                                     search=search_state(sorted(scores), scores, first, steps)))
     return chosen
+
+
+def search_scores(options):
+    """{factor: score} of one value's candidates: stats.smoothed over their mean validation accuracies."""
+    return stats.smoothed({c.factor: c.val_score for c in options})
+
+
+def _by_label(candidates):
+    grouped = {}
+    for c in candidates:
+        grouped.setdefault(c.label, []).append(c)
+    return grouped
 
 
 # ---------------------------------------------------------------------------- the command
@@ -507,15 +516,13 @@ def tune(sweep, provide):
         jobs = plan(sweep.base, [(p, grids[p.label]) for p in sweep.points], sweep.tune_seeds)
         if not provide(jobs, f"learning-rate search, round {round_}"):
             return None
-        candidates = collect(jobs, sweep.base["out"])
-        scores = {}
-        for c in candidates:
-            scores.setdefault(c.label, {})[c.factor] = c.val_score
-        wider = {label: widen(factors, scores[label], sweep.factors, sweep.widen) for label, factors in grids.items()}
+        candidates = _by_label(collect(jobs, sweep.base["out"]))
+        wider = {label: widen(factors, search_scores(candidates[label]), sweep.factors, sweep.widen)
+                 for label, factors in grids.items()}
         if wider == grids:
             break
         grids = wider
-    return choose(candidates, sweep.factors, sweep.widen)
+    return choose([c for options in candidates.values() for c in options], sweep.factors, sweep.widen)
 
 
 def report(sweep, results, threads, args):

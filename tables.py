@@ -164,9 +164,9 @@ def write_sweep_tables(results, timing, prefix, title, sweep):
     paths = [f"{prefix}.csv", f"{prefix}.md"]
     if sweep.tuned:
         write_tables(tuning_rows(results, sweep.column), f"{prefix}_tuning",
-                     f"Learning rate per value, {title}: {stats.TUNING_SCORE} on the tuning seeds "
-                     f"{_seeds(sweep.tune_seeds)} for each lr tried, by its factor over the value's own lr; * marks "
-                     f"the lr kept; search: 'interior' where a higher and a lower rate were tried and scored lower. "
+                     f"Learning rate per value, {title}: for each lr tried, by its factor over the value's own lr, "
+                     f"the score that chooses, {stats.TUNING_SCORE}, on the tuning seeds {_seeds(sweep.tune_seeds)} "
+                     f"(in brackets the rate's own mean, %); * marks the lr kept; search: 'interior' where a higher and a lower rate were tried and scored lower. "
                      f"The test set plays no part in the choice.")
         paths += [f"{prefix}_tuning.csv", f"{prefix}_tuning.md"]
     return paths
@@ -199,11 +199,13 @@ def tuning_rows(results, column):
     rows = []
     for r in results:
         row = {column: r.label, **{_factor(f): "" for f in factors}}
+        smooth = stats.smoothed({c.factor: c.val_score for c in r.options})  # what sweep.choose compared
         for c in r.options:
-            score = "" if c.val_score is None else f"{100 * c.val_score:.2f}"
+            score = "" if smooth[c.factor] is None else f"{100 * smooth[c.factor]:.2f}"
+            own = "" if c.val_score is None else f"{100 * c.val_score:.2f}, "
             star = "*" if c.factor == r.factor else ""
             note = short_status(c)
-            row[_factor(c.factor)] = f"{score}{star} (lr {c.lr:g}{', ' + note if note else ''})"
+            row[_factor(c.factor)] = f"{score}{star} ({own}lr {c.lr:g}{', ' + note if note else ''})"
         rows.append({**row, "search": r.search})
     return rows
 

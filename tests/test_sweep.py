@@ -246,7 +246,9 @@ def test_tuned_sweep_compares_fresh_seeds_at_the_best_validation_lr_per_value(tu
     for activation in ("relu", "tanh"):
         tried = [lr for a, lr in tuning if a == activation]
         assert len(tried) in (2, 3)  # the first grid, widened by one rate where its best was on an edge
-        best_lr = max(tried, key=lambda lr: statistics.mean(s["final_val_acc"] for s in tuning[(activation, lr)]))
+        means = {lr: statistics.mean(s["final_val_acc"] for s in tuning[(activation, lr)]) for lr in tried}
+        smooth = stats.smoothed(means)  # lr and factor are proportional: the same neighbours
+        best_lr = max(tried, key=smooth.get)
         assert rows[activation]["lr"] == f"{best_lr:g}"
         assert set(lr for a, lr in compared if a == activation) == {best_lr}  # seeds 2, 3 at that rate only
         chosen = [s["final_test_acc"] for s in compared[(activation, best_lr)]]
@@ -371,3 +373,20 @@ def test_the_resolvable_difference_is_detected_with_the_stated_power(n, comparis
     # The t-based formula is the usual approximation to the noncentral t's power: within a few points.
     assert hits / 4000 == pytest.approx(stats.POWER, abs=0.04)
     assert stats.resolvable(2 * sd, n, comparisons) == pytest.approx(2 * delta)
+
+
+def test_the_score_averages_a_rate_with_its_neighbours_but_not_with_a_collapse():
+    scores = {0.5: 0.980, 1.0: 0.984, 2.0: 0.982, 4.0: 0.10}  # 4 collapsed
+    smooth = stats.smoothed(scores)
+    assert smooth[1.0] == pytest.approx((0.980 + 2 * 0.984 + 0.982) / 4)
+    assert smooth[0.5] == pytest.approx((2 * 0.980 + 0.984) / 3)  # an edge has one neighbour
+    assert smooth[2.0] == pytest.approx((0.984 + 2 * 0.982) / 3)  # the collapsed rate is left out...
+    assert smooth[4.0] < 0.5  # ...and still scores low itself
+    assert stats.smoothed({1.0: 0.98, 2.0: None}) == {1.0: 0.98, 2.0: None}
+
+
+def test_a_lucky_rate_beside_poor_ones_loses_to_a_plateau():
+    options = [fake_result("relu", [0.9], [v], f) for f, v in ((0.25, 0.970), (0.5, 0.981), (1.0, 0.980),
+                                                              (2.0, 0.979), (4.0, 0.9815), (8.0, 0.960))]
+    (chosen,) = sweep.choose(options, FIRST, 1)
+    assert chosen.factor == 1.0  # 4.0 has the best mean of its own, between 2.0 and a poor 8.0
