@@ -1,6 +1,7 @@
 """Shared test fixtures: small synthetic MNIST-format data sets and a way to run the scripts."""
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -72,3 +73,12 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ == "test_usability":
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    """train.train installs its own SIGINT/SIGTERM handlers; give pytest its own back after each test."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)

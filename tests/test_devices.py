@@ -1,7 +1,6 @@
 """The GPU path, checked on the CPU (issue 21): the fused update dropped where torch refuses it, the device a
 resumed run continues on, the random state of that device in the checkpoint, a moving average that never
 waits on the device, and a GPU warm-up that changes nothing a run computes."""
-import signal
 
 import pytest
 import torch
@@ -17,15 +16,6 @@ from conftest import TINY
 from model import EMA, MLP
 
 TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
-
-
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """train.train installs its own SIGINT/SIGTERM handlers; give pytest its own back."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
 
 
 # ---------------------------------------------------------------------------- fused, where torch has it

@@ -517,12 +517,7 @@ def test_train_writes_config_summary_and_checkpoint_atomically(trained, tmp_path
                                                                    real(path, write)))
     args = settings.build_parser().parse_args([*TINY, "--data-dir", str(trained["data"]),
                                                "--out", str(tmp_path), "--epochs", "1"])
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        train.train(settings.make_config(args))
-    finally:  # train installs its own handlers; give pytest its Ctrl-C back
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    train.train(settings.make_config(args))  # conftest's keep_signal_handlers gives pytest its Ctrl-C back
     assert {"config.json", "summary.json", "model.pt"} <= set(written)
 
 

@@ -1,7 +1,6 @@
 """The training tools behind the best-MLP recipes (issue 11): label smoothing, input dropout, max-norm,
 warm-up and schedules, the moving average of the weights, adversarial training, augmentation (training
 batches only) and cropping, each checked for what it must do, on tiny synthetic data."""
-import signal
 
 import pytest
 import torch
@@ -17,15 +16,6 @@ from errors import UserError
 from model import MLP
 
 TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
-
-
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """train.train installs its own SIGINT/SIGTERM handlers; give pytest its own back."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
 
 
 def config_for(data_dir, out, *flags):
