@@ -68,9 +68,7 @@ def resolvable(sd, n, comparisons, alpha=ALPHA, power=POWER):
 # by benchmarks/tuning_rule.py: on two landscapes of 7 rates x 6 seeds, choosing on two seeds and scoring
 # the choice on the other four, smoothing over neighbouring rates lost the least accuracy.
 TUNING_SCORE = ("mean final validation accuracy over the tuning seeds (a seed that did not complete counting as 0), "
-                "averaged with the neighbouring rates' in log lr with weights 1/4, 1/2, 1/4 (a neighbour more "
-                "than 20 points below the best rate, diverged or collapsed, left out)")
-COLLAPSED = 0.2  # a rate this far below the best rate's mean validation accuracy is not noise to average
+                "averaged with the neighbouring rates' in log lr with weights 1/4, 1/2, 1/4")
 
 
 def rate_score(val_accs):
@@ -80,16 +78,11 @@ def rate_score(val_accs):
 
 def smoothed(scores):
     """{factor: score} of one value's rates (rate_score, None where runs are missing), each averaged with
-    its neighbours in log lr (1/4, 1/2, 1/4): the seed noise of one rate's mean decides less. A
-    neighbour that collapsed or diverged (COLLAPSED below the best) stays out of the average."""
-    known = [v for v in scores.values() if v is not None]
-    top, factors = max(known, default=0.0), sorted(scores)
+    its neighbours in log lr (1/4, 1/2, 1/4): the seed noise of one rate's mean decides less, and a rate
+    beside one that diverged or collapsed, on the edge of stability, scores low."""
+    factors = sorted(scores)
     out = {}
     for i, f in enumerate(factors):
-        if scores[f] is None:
-            out[f] = None
-            continue
-        near = [scores[g] for g in factors[max(0, i - 1):i] + factors[i + 1:i + 2]
-                if scores[g] is not None and scores[g] >= top - COLLAPSED]
-        out[f] = (2 * scores[f] + sum(near)) / (2 + len(near))
+        near = [scores[g] for g in factors[max(0, i - 1):i] + factors[i + 1:i + 2] if scores[g] is not None]
+        out[f] = None if scores[f] is None else (2 * scores[f] + sum(near)) / (2 + len(near))
     return out
