@@ -361,36 +361,31 @@ def lr_plot(results, path, title):
     """The learning-rate search: final validation error against the learning rate, a line per value
     through the mean over its tuning seeds, each seed a dot, the chosen rate ringed (left); the same
     relative to the value's chosen rate and its error there, so the widths of the plateaus compare
-    (right). A rate where a seed did not complete is marked with an X at the top."""
+    (right). A mean above an axis is drawn at its top as a triangle; a rate where a seed did not
+    complete is an X at the top."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.8))
     all_styles = styles(len(results))
     searches = [_search(r) for r in results]
     best = min((e for s in searches for _, e in s["means"]), default=1.0)
-    high = min(max((e for s in searches for _, e in s["means"]), default=100.0), 10 * best) * 1.15
+    high = min(max((e for s in searches for _, e in s["means"]), default=100.0), 3 * best) * 1.1
     for r, s, style in zip(results, searches, all_styles):
-        for ax, x_of, y_of in ((left, lambda lr: lr, lambda e: e),
-                               (right, lambda lr: lr / r.lr, lambda e: e / s["chosen"] if s["chosen"] else np.nan)):
-            xs = [x_of(lr) for lr, _ in s["means"]]
-            ys = np.minimum([y_of(e) for _, e in s["means"]], y_of(high) if ax is left else np.inf)
-            ax.plot(xs, ys, color=style[0], linestyle=style[1], marker="o", markersize=3)
-            if ax is left:
-                ax.plot([x_of(lr) for lr, _ in s["dots"]], [min(e, high) for _, e in s["dots"]], ".", color=style[0],
-                        alpha=0.5)
-                if s["chosen"]:
-                    ax.plot([r.lr], [min(s["chosen"], high)], "o", markersize=11, markerfacecolor="none",
-                            markeredgecolor=style[0], markeredgewidth=2)
-            top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
-            for lr in s["failed"]:
-                ax.plot([x_of(lr)], [0.97], marker="X", markersize=8, color=style[0], transform=top, clip_on=False)
+        _search_line(left, s["means"], high, style, s["failed"])
+        left.plot([lr for lr, _ in s["dots"]], [min(e, high) for _, e in s["dots"]], ".", color=style[0], alpha=0.5)
+        if s["chosen"]:
+            left.plot([r.lr], [min(s["chosen"], high)], "o", markersize=11, markerfacecolor="none",
+                      markeredgecolor=style[0], markeredgewidth=2)
+            _search_line(right, [(lr / r.lr, e / s["chosen"]) for lr, e in s["means"]], RATIO_TOP, style,
+                         [lr / r.lr for lr in s["failed"]])
     left.set_xscale("log")
     _log_axis(left, best / 1.15, high)
     left.set_xlabel("learning rate (log)")
     left.set_ylabel("final validation error (%, log)")
     left.set_title("validation error after training at each rate tried: mean over the tuning seeds (line), "
-                   "each seed (dots),\nthe chosen rate (ring); drawn at the top: above the axis; X: a seed "
-                   "diverged or collapsed", fontsize=9)
+                   "each seed (dots),\nthe chosen rate (ring); triangle: above the axis; X: a seed diverged",
+                   fontsize=9)
     right.set_xscale("log", base=2)
-    right.set_yscale("log")
+    right.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if v >= 1 else f"1/{1 / v:g}"))
+    _log_axis(right, 0.9, RATIO_TOP)
     right.axhline(1, color="grey", linewidth=0.8)
     right.set_xlabel("learning rate / chosen learning rate (log 2)")
     right.set_ylabel("error / error at the chosen rate (log)")
@@ -399,6 +394,22 @@ def lr_plot(results, path, title):
         ax.grid(alpha=0.3, which="both")
     return _legend(fig, results, all_styles, title, path, band="line: mean over the tuning seeds, dots: seeds, "
                                                             "ring: chosen rate")
+
+
+RATIO_TOP = 2.0  # the relative panel shows errors up to twice the chosen rate's
+
+
+def _search_line(ax, points, top, style, failed):
+    """A value's (x, error) line clipped at top, a triangle at the top where it leaves the axis, and an X at
+    the top over each x in failed."""
+    xs, ys = [x for x, _ in points], np.array([e for _, e in points])
+    ax.plot(xs, np.minimum(ys, top), color=style[0], linestyle=style[1], marker="o", markersize=3)
+    above = [x for x, y in zip(xs, ys) if y > top]
+    if above:  # an empty unclipped line would still pull tight_layout towards the figure's corner
+        ax.plot(above, [top] * len(above), "^", color=style[0], markersize=8, clip_on=False)
+    at_top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for x in failed:
+        ax.plot([x], [0.97], marker="X", markersize=8, color=style[0], transform=at_top, clip_on=False)
 
 
 def _search(result):
