@@ -377,6 +377,12 @@ def lr_plot(results, path, title):
             _search_line(right, [(lr / r.lr, e / s["chosen"]) for lr, e in s["means"]], RATIO_TOP, style,
                          [lr / r.lr for lr in s["failed"]])
     left.set_xscale("log")
+    # rates labelled plainly, 1-2-5 when they span under two decades: the default log labels overlap there
+    rates = [lr for s in searches for lr, _ in s["dots"]] or [1.0]
+    narrow = max(rates) / min(rates) < 100
+    left.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5) if narrow else (1,)))
+    left.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     _log_axis(left, best / 1.15, high)
     left.set_xlabel("learning rate (log)")
     left.set_ylabel("final validation error (%, log)")
