@@ -391,7 +391,8 @@ def lr_plot(results, path, title):
                    fontsize=9)
     right.set_xscale("log", base=2)
     right.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if v >= 1 else f"1/{1 / v:g}"))
-    _log_axis(right, 0.9, RATIO_TOP)
+    ratios = [e / s["chosen"] for s in searches if s["chosen"] for _, e in s["means"]]
+    _log_axis(right, min([0.9] + [q / 1.05 for q in ratios]), RATIO_TOP)
     right.axhline(1, color="grey", linewidth=0.8)
     right.set_xlabel("learning rate / chosen learning rate (log 2)")
     right.set_ylabel("error / error at the chosen rate (log)")
