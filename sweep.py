@@ -303,6 +303,8 @@ def widen(factors, scores, first, steps):
     known = {f: v for f, v in scores.items() if v is not None}
     if len(known) < len(factors):
         return factors  # runs of this grid are still missing
+    if len(set(known.values())) == 1:
+        return factors  # every rate alike (all collapsed to one class): no side is better to widen towards
     best = max(known, key=known.get)
     grown = list(factors)
     if best == factors[-1] and len(factors) > 1:
@@ -321,6 +323,8 @@ def search_state(factors, scores, first, steps):
     known = {f: v for f, v in scores.items() if v is not None}
     if len(known) < len(factors):
         return "runs missing"
+    if len(known) > 1 and len(set(known.values())) == 1:
+        return "every rate scored alike: none trained"
     best = max(known, key=known.get)
     if best not in (factors[0], factors[-1]) or len(factors) == 1:
         return "interior"

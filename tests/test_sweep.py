@@ -342,6 +342,9 @@ def test_the_search_widens_outward_while_the_best_rate_is_on_an_edge():
     assert sweep.widen(FIRST + [8.0], diverged, FIRST, 2) == FIRST + [8.0]
     assert sweep.search_state(FIRST + [8.0], diverged, FIRST, 2) == "interior"
     assert sweep.widen(FIRST, {**rising, 4.0: None}, FIRST, 2) == FIRST  # runs missing: wait for them
+    chance = {f: 0.1135 for f in FIRST}  # every rate collapsed alike: no edge is the best, nothing to widen
+    assert sweep.widen(FIRST, chance, FIRST, 2) == FIRST
+    assert sweep.search_state(FIRST, chance, FIRST, 2) == "every rate scored alike: none trained"
 
 
 def test_holm_adjusts_the_smallest_p_most_and_keeps_the_order():
