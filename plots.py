@@ -35,6 +35,18 @@ def styles(n):
     return [(cmap(i % 10), "-" if i < 10 else "--") for i in range(n)]
 
 
+def grid_styles(results):
+    """For a grid of up to four rows: a colour per column value and a line style per row value, so a
+    figure of many lines reads by both factors; otherwise styles(n)."""
+    parts = [r.label.split(" / ") for r in results]
+    rows = list(dict.fromkeys(p[0] for p in parts))
+    if any(len(p) != 2 for p in parts) or len(rows) > 4:
+        return styles(len(results))
+    cols = list(dict.fromkeys(p[1] for p in parts))
+    colour = dict(zip(cols, styles(len(cols))))
+    return [(colour[col][0], ("-", "--", "-.", ":")[rows.index(row)]) for row, col in parts]
+
+
 def _stack(series):
     """Pad per-seed lists with NaN into one array (seeds x points)."""
     length = max((len(s) for s in series), default=0)
@@ -440,7 +452,7 @@ def gradient_plot(results, path, title):
     of each linear layer's weights at initialisation and after the last epoch, and the fraction of each
     hidden layer's units that are dead (zero on every validation image) after the last epoch."""
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
-    all_styles = styles(len(results))
+    all_styles = grid_styles(results)
     panels = (("init_grad_norms", 0, "gradient norm at initialisation (log)"),
               ("grad_norms", -1, "gradient norm after the last epoch (log)"),
               ("dead_units", -1, "dead units after the last epoch (fraction)"))

@@ -393,3 +393,11 @@ def test_a_lucky_rate_beside_poor_ones_loses_to_a_plateau():
                                                               (2.0, 0.979), (4.0, 0.9815), (8.0, 0.960))]
     (chosen,) = sweep.choose(options, FIRST, 1)
     assert chosen.factor == 1.0  # 4.0 has the best mean of its own, between 2.0 and a poor 8.0
+
+
+def test_a_grid_figure_gives_each_column_value_a_colour_and_each_row_value_a_line_style():
+    labels = [f"{depth} / {act}" for depth in ("128", "128x128") for act in ("sigmoid", "tanh", "relu")]
+    drawn = plots.grid_styles([SimpleNamespace(label=label) for label in labels])
+    assert len({colour for colour, _ in drawn}) == 3 and len({style for _, style in drawn}) == 2
+    assert drawn[0][0] == drawn[3][0] and drawn[0][1] != drawn[3][1]  # sigmoid: one colour, two depths
+    assert plots.grid_styles([SimpleNamespace(label="a"), SimpleNamespace(label="b")]) == plots.styles(2)
