@@ -376,7 +376,7 @@ def lr_plot(results, path, title):
     (right). A mean above an axis is drawn at its top as a triangle; a rate where a seed did not
     complete is an X at the top."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.8))
-    all_styles = styles(len(results))
+    all_styles = grid_styles(results)
     searches = [_search(r) for r in results]
     best = min((e for s in searches for _, e in s["means"]), default=1.0)
     high = min(max((e for s in searches for _, e in s["means"]), default=100.0), 3 * best) * 1.1
