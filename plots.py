@@ -470,6 +470,11 @@ def gradient_plot(results, path, title):
         ax.grid(alpha=0.3, which="both")
         if key != "dead_units":
             ax.set_yscale("log")
+            low, high = ax.get_ylim()
+            if high < 100 * low:  # under two decades matplotlib labels ticks as 6x10^-1: plain numbers instead
+                _log_axis(ax, low, high)
+        else:
+            ax.set_ylim(bottom=0)  # a fraction: no negative room when no unit died
     axes[0].set_title("|dL/dW| per layer at the start: vanishing shows as a fall towards the input", fontsize=9)
     axes[1].set_title("|dL/dW| per layer after training", fontsize=9)
     axes[2].set_title("units never active on the validation set (ReLU's dead units)", fontsize=9)
