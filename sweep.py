@@ -303,7 +303,7 @@ def widen(factors, scores, first, steps):
     known = {f: v for f, v in scores.items() if v is not None}
     if len(known) < len(factors):
         return factors  # runs of this grid are still missing
-    if len(set(known.values())) == 1:
+    if _alike(known):
         return factors  # every rate alike (all collapsed to one class): no side is better to widen towards
     best = max(known, key=known.get)
     grown = list(factors)
@@ -318,12 +318,17 @@ def widen(factors, scores, first, steps):
     return grown
 
 
+def _alike(scores):
+    """Whether two or more rates scored the same, to rounding (smoothing sums three weighted scores)."""
+    return len(scores) > 1 and max(scores.values()) - min(scores.values()) < 1e-9
+
+
 def search_state(factors, scores, first, steps):
     """How a value's search ended: "interior", or why its best rate is still on an edge."""
     known = {f: v for f, v in scores.items() if v is not None}
     if len(known) < len(factors):
         return "runs missing"
-    if len(known) > 1 and len(set(known.values())) == 1:
+    if _alike(known):
         return "every rate scored alike: none trained"
     best = max(known, key=known.get)
     if best not in (factors[0], factors[-1]) or len(factors) == 1:
