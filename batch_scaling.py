@@ -382,6 +382,8 @@ def report(rows, args, base, n, noise, fit):
     """Write the table and figures into <out>/batch_scaling/."""
     folder = Path(base["out"]) / NAME
     every = f"{100 * (EVAL_GROWTH - 1):.0f}%"
+    timed = folder / f"{NAME}_timing.json"  # its thread count, not this command's: --plot-only times nothing
+    threads = runs.read_json(timed).get("threads") if timed.exists() else None
     caption = (f"Steps to {100 * args.target:g}% validation accuracy, {_describe(base, args)}. Each batch size at "
                f"the learning rate (constant, momentum {settings.make_config(base)['momentum']:g}) that reached "
                f"the target in the fewest steps (geometric mean over the seeds), searched over a factor-2 grid "
@@ -389,7 +391,7 @@ def report(rows, args, base, n, noise, fit):
                f"while the best rate is on an edge; mean ± sample std over the seeds of that rate, which also "
                f"chose it. Evaluations after steps 1-10 and then every {every} more steps: a step count is the "
                f"first evaluation at or above the target, good to {every}. Seconds: steps times the seconds per "
-               f"step of a timing pass in which the batch sizes trained in turn ({base['threads'] or 'default'} "
+               f"step of a timing pass in which the batch sizes trained in turn ({threads or 'default'} "
                f"thread(s)). Budget: {args.max_steps} steps or {args.max_epochs:g} epochs, whichever comes first; "
                f"a run also stops where its best validation accuracy has not improved over the last half of its "
                f"steps (from step {PATIENT}).")
