@@ -207,7 +207,7 @@ def run_job(job, target):
     for); returns its summary."""
     config = {**job.config, "device": settings.resolve_device(job.config["device"])}
     with runs.claim(config["out"], job.key, say=lambda *a, **k: None):
-        finished = [d for d, s in runs.index(config["out"]).get(job.key, []) if s in runs.FINISHED]
+        finished = runs.finished(runs.index(config["out"]), job.key)
         if finished:
             return runs.read_summary(finished[-1])
         source = tuple(config[k] for k in ("dataset", "data_dir", "no_verify", "val_split", "normalize", "crop"))
@@ -231,7 +231,7 @@ def _start_worker(threads):
 def execute(jobs, pool, target, stage):
     """Train the jobs whose runs are missing, in the pool; print progress."""
     index = runs.index(jobs[0].config["out"]) if jobs else {}
-    todo = [j for j in jobs if not any(s in runs.FINISHED for _, s in index.get(j.key, []))]
+    todo = [j for j in jobs if not runs.finished(index, j.key)]
     print(f"{stage}: {len(jobs)} runs: {len(jobs) - len(todo)} reused, {len(todo)} to train", flush=True)
     started = time.perf_counter()
     futures = {pool.submit(run_job, j, target): j for j in todo}
@@ -247,7 +247,7 @@ def collect(jobs):
     index = runs.index(jobs[0].config["out"]) if jobs else {}
     trials = {}
     for j in jobs:
-        finished = [d for d, s in index.get(j.key, []) if s in runs.FINISHED]
+        finished = runs.finished(index, j.key)
         trial = trials.setdefault((j.batch_size, j.factor), Trial(j.batch_size, j.factor, j.config["lr"], []))
         trial.summaries.append(runs.read_summary(finished[-1]) if finished else None)
     return list(trials.values())
@@ -351,11 +351,11 @@ def noise_scale_run(base, chosen, args):
     if trial is None:
         return None
     config = settings.make_config({**base, "lr": trial.lr, "noise_scale": True, "epochs": 10, "quiet": True})
-    found = [d for d, s in runs.index(base["out"]).get(settings.run_key(config), []) if s in runs.FINISHED]
+    found = runs.finished(runs.index(base["out"]), settings.run_key(config))
     if not found and not args.plot_only:
         print(f"noise scale: training {base['batch_size']} x lr {trial.lr:g} with --noise-scale", flush=True)
         train.train_once(config)
-        found = [d for d, s in runs.index(base["out"]).get(settings.run_key(config), []) if s in runs.FINISHED]
+        found = runs.finished(runs.index(base["out"]), settings.run_key(config))
     return runs.read_run(found[-1]) if found else None
 
 

@@ -253,6 +253,11 @@ def index(out):
     return {key: [(d, s) for _, d, s in sorted(rows)] for key, rows in found.items()}
 
 
+def finished(by_key, key):
+    """The finished (completed or diverged) run folders of key in by_key, an index(), oldest first."""
+    return [run_dir for run_dir, status in by_key.get(key, []) if status in FINISHED]
+
+
 # ---------------------------------------------------------------------------- writing a run
 
 def check_out(out):

@@ -350,8 +350,7 @@ def actions(jobs, out):
     """What each job needs, from the run folders under out: "reuse" a finished run, "resume" an
     unfinished one, or "train"."""
     index = runs.index(out)
-    found = [index.get(j.key, []) for j in jobs]
-    return ["train" if not f else "reuse" if any(s in runs.FINISHED for _, s in f) else "resume" for f in found]
+    return ["reuse" if runs.finished(index, j.key) else "resume" if j.key in index else "train" for j in jobs]
 
 
 def command(job, threads=None, force=False):
@@ -427,7 +426,7 @@ def collect(jobs, out):
     grouped = {}
     for j in sorted(jobs, key=lambda j: j.seed):
         found = index.get(j.key, [])
-        finished = [d for d, status in found if status in runs.FINISHED]
+        finished = runs.finished(index, j.key)
         run_dir = finished[-1] if finished else found[-1][0] if found else None
         group = grouped.setdefault((j.point.label, j.factor), (j, [], []))
         group[1].append(runs.read_run(run_dir) if run_dir else None)

@@ -337,8 +337,8 @@ def train_once(config):
     runs.check_out(config["out"])
     key = settings.run_key(config)
     with runs.claim(config["out"], key):
-        found = runs.index(config["out"]).get(key, [])
-        finished = [run_dir for run_dir, status in found if status in runs.FINISHED]
+        index = runs.index(config["out"])
+        found, finished = index.get(key, []), runs.finished(index, key)
         if found and not finished:
             run_dir = found[-1][0]
             with runs.hold(run_dir, wait=True):  # a `train.py --resume` of it may be running: wait for it
