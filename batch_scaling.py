@@ -190,7 +190,7 @@ def plan(base, grids, seeds, args, n):
     for seed in seeds:
         for size, factors in grids.items():
             for factor in factors:
-                lr = sweep._round(base_lr * sweep.LR_SCALINGS[args.lr_scaling](size / base["batch_size"]) * factor)
+                lr = sweep.round_lr(base_lr * sweep.LR_SCALINGS[args.lr_scaling](size / base["batch_size"]) * factor)
                 config = settings.make_config({**base, "batch_size": size, "lr": lr, "seed": seed})
                 max_steps = min(args.max_steps, math.ceil(args.max_epochs * n / size))
                 key = runs.digest({"run": settings.run_key(config), "target": args.target, "max_steps": max_steps,
@@ -256,7 +256,7 @@ def collect(jobs):
 def search(base, sizes, args, n, pool):
     """Each batch size's learning-rate search, round by round (see sweep.widen); returns the trials of
     the last round by batch size."""
-    first = sweep._factors(args.tune_lr)
+    first = sweep.parse_factors(args.tune_lr)
     grids = {size: list(first) for size in sizes}
     seeds = list(range(base["seed"], base["seed"] + args.seeds))
     for round_ in range(1, 2 * args.widen + 2):

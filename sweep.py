@@ -191,7 +191,7 @@ def parse_cli(argv=None, setting=None, values=None, description=None, defaults=N
     scaling = getattr(args, "lr_scaling", "none")
     if scaling != "none":
         points = scale_lr(points, base, scaling)
-    factors = _factors(args.tune_lr)
+    factors = parse_factors(args.tune_lr)
     if len(factors) > 1 and not base["val_split"]:
         raise UserError("--tune-lr chooses on the validation set: give --val-split N with N > 0")
     name = args.sweep_name or ("variants" if not axes else "_x_".join(_dest(n) for n, _ in axes))
@@ -266,12 +266,12 @@ def scale_lr(points, base, mode):
     """Couple the learning rate to the batch size: each point that sets a batch size gets the base
     learning rate times f(batch size / base batch size), f linear or square root."""
     base_lr = settings.make_config(base)["lr"]
-    return [p._replace(settings={**p.settings, "lr": _round(base_lr * LR_SCALINGS[mode](
+    return [p._replace(settings={**p.settings, "lr": round_lr(base_lr * LR_SCALINGS[mode](
                 p.settings["batch_size"] / base["batch_size"]))}) if "batch_size" in p.settings else p
             for p in points]
 
 
-def _factors(text):
+def parse_factors(text):
     try:
         factors = [float(f) for f in text.split(",") if f.strip()]
     except ValueError:
@@ -281,7 +281,7 @@ def _factors(text):
     return sorted(factors)
 
 
-def _round(x):
+def round_lr(x):
     """A derived learning rate to 4 significant digits, so that its flag and label read cleanly."""
     return float(f"{x:.4g}")
 
@@ -310,11 +310,11 @@ def widen(factors, scores, first, steps):
     if best == factors[-1] and len(factors) > 1:
         step = factors[-1] / factors[-2]
         if factors[-1] * step <= first[-1] * (first[-1] / first[-2]) ** steps * (1 + 1e-9):
-            grown.append(_round(factors[-1] * step))
+            grown.append(round_lr(factors[-1] * step))
     if best == factors[0] and len(factors) > 1:
         step = factors[1] / factors[0]
         if factors[0] / step >= first[0] / (first[1] / first[0]) ** steps * (1 - 1e-9):
-            grown.insert(0, _round(factors[0] / step))
+            grown.insert(0, round_lr(factors[0] / step))
     return grown
 
 
@@ -341,7 +341,7 @@ def job(base, point, factor, seed):
     lr times factor."""
     values = {**base, **point.settings, "seed": seed}
     if factor != 1:
-        values["lr"] = _round(settings.make_config(values)["lr"] * factor)
+        values["lr"] = round_lr(settings.make_config(values)["lr"] * factor)
     config = settings.make_config(values)
     return Job(point, factor, seed, config, settings.run_key(config), settings.to_argv(values))
 

@@ -211,7 +211,7 @@ def tuning_rows(results, column):
 
 
 def _factor(f):
-    return f"x{f:.4g}" if f >= 1 else f"x1/{1 / f:.3g}"  # 3 digits: a widened factor carries _round's rounding
+    return f"x{f:.4g}" if f >= 1 else f"x1/{1 / f:.3g}"  # 3 digits: widened factors carry round_lr's rounding
 
 
 def write_tables(rows, prefix, caption, extra=None):
