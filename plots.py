@@ -143,7 +143,9 @@ def _mark_leaving(ax, x, mean, high, text, style):
     above = np.flatnonzero(~(mean <= high))
     i = above[0] if len(above) else len(mean) - 1
     ax.plot([x[i]], [high], marker="^", markersize=8, color=style[0], clip_on=False)
-    ax.annotate(text, (x[i], high), xytext=(4, -10), textcoords="offset points", fontsize=7, color=style[0])
+    inward = -1 if x[i] > (x[0] + x[-1]) / 2 else 1  # written towards the middle: never past the axis' edge
+    ax.annotate(text, (x[i], high), xytext=(4 * inward, -10), textcoords="offset points", fontsize=7,
+                color=style[0], ha="left" if inward > 0 else "right")
 
 
 def _off_text(result):
