@@ -79,11 +79,21 @@ def critical():
 
 
 def _excepthook(kind, value, traceback):
-    if issubclass(kind, KeyboardInterrupt):
+    if _interrupted(value):
         print("\ninterrupted", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(INTERRUPTED)  # from an excepthook, sys.exit can no longer change the exit code
     sys.__excepthook__(kind, value, traceback)
+
+
+def _interrupted(error):
+    """Whether error is an interrupt, or an error an interrupt caused: a C extension interrupted while it
+    initialises (matplotlib's ft2font) turns the KeyboardInterrupt into an ImportError."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def run_cli(main, interrupted="interrupted"):

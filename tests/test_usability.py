@@ -72,6 +72,16 @@ def test_a_single_run_does_take_the_flags_a_sweep_refuses():
     assert all(flag in text for flag in ("--name", "--resume", "--quiet", "--once"))
 
 
+def test_an_error_an_interrupt_caused_while_importing_is_one_line_too():
+    """A signal inside a C extension's initialisation (seen in matplotlib's ft2font) surfaces as an
+    ImportError caused by the KeyboardInterrupt: still one line and exit code 130."""
+    code = ("import errors\nerrors.handle_interrupts()\ntry:\n    raise KeyboardInterrupt\n"
+            "except KeyboardInterrupt as e:\n    raise ImportError('initialization failed') from e\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130 and "interrupted" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("script", ["train.py", "test.py", "dataloader.py", "batch_size.py", "sweep.py"])
 def test_interrupt_while_starting_is_one_line(script, signum, tmp_path):
