@@ -177,6 +177,15 @@ SETTINGS = (
     Setting("--noise-scale", RUN, "measurement", dict(
         action="store_true", default=False,
         help="log the gradient noise scale B_simple of McCandlish et al. (2018) after each epoch"), keyed_when_set=True),
+    Setting("--sharpness", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="log the sharpness at initialisation and after each epoch: the largest eigenvalue of the "
+             "training loss' Hessian with respect to all weights, over the first 2048 training images in "
+             "eval mode, by power iteration on Hessian-vector products (up to 100 of them, each about a "
+             "forward and two backward passes over those images), and the steps it took (see "
+             "diagnostics.sharpness). Every epoch, not only the last: the end point of an early-stopped run "
+             "is known only once it stopped, and the best-validation epoch's row then has its own"),
+        keyed_when_set=True),
 
     # None, not "auto", by default: --resume tells a --device not given from an asked-for auto.
     _s("--device", SYSTEM, "system", default=None, choices=("auto", "cpu", "cuda", "mps"),

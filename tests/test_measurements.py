@@ -1,12 +1,19 @@
 """The settings and opt-in measurements that the batch-size and activation studies stand on: --train-size's
-nested, class-balanced subsets."""
+nested, class-balanced subsets; the sharpness on Hessians known in closed form and computed in full; and
+that measuring changes nothing the run computes."""
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import dataloader
+import diagnostics
+import runs
 import settings
+import train
 from conftest import TINY
 from errors import UserError
+from model import MLP
 
 
 def skewed_labels():
@@ -70,3 +77,73 @@ def test_the_batch_size_is_checked_against_the_subset(tiny_data):
     with pytest.raises(UserError, match="larger than the training set .40 images after --val-split 100 and "
                                         "--train-size 40.; use at most 40"):
         dataloader.for_run(tiny_config(tiny_data, "--train-size", "40"), "cpu")  # TINY's batch is 50
+
+
+class Point(nn.Module):
+    """A "network" whose output is its own parameter vector: a loss of the output is a function of the weights."""
+
+    def __init__(self, theta):
+        super().__init__()
+        self.theta = nn.Parameter(theta)
+
+    def forward(self, x):
+        return self.theta
+
+
+def quadratic(eigenvalues, seed=0):
+    """A = Q diag(eigenvalues) Q^T in a random orthonormal basis Q, and the loss 0.5 theta^T A theta + b^T theta."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(eigenvalues)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    a = q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+    b, theta = torch.randn(2, n, generator=g, dtype=torch.float64)
+    return Point(theta), lambda t, y: 0.5 * t @ a @ t + b @ t
+
+
+@pytest.mark.parametrize("eigenvalues, largest", [
+    ([10.0, 6.0, 3.0, 1.0, 0.5, 0.1] + [0.01] * 14, 10.0),
+    ([-20.0, 4.0, 2.5, 1.0, -3.0, 0.2] + [0.05] * 14, 4.0),  # the largest in magnitude is negative
+])
+def test_sharpness_is_the_largest_eigenvalue_of_a_known_hessian(eigenvalues, largest):
+    point, loss = quadratic(eigenvalues)
+    value, steps = diagnostics.sharpness(point, loss, torch.zeros(1), None)
+    assert value == pytest.approx(largest, rel=1e-3) and steps < diagnostics.SHARPNESS_ITERATIONS * 2
+
+
+def test_sharpness_of_a_small_network_is_the_top_eigenvalue_of_its_full_hessian():
+    torch.manual_seed(0)
+    model = MLP(hidden=[6], activation="tanh", inputs=5, classes=3).double()
+    x, y = torch.randn(64, 5, dtype=torch.float64), torch.randint(0, 3, (64,))
+    names, shapes = [n for n, _ in model.named_parameters()], [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss_of(theta):  # the loss as a function of all the weights in one vector
+        parts = [part.view(shape) for part, shape in zip(theta.split([s.numel() for s in shapes]), shapes)]
+        return F.cross_entropy(torch.func.functional_call(model, dict(zip(names, parts)), (x,)), y)
+
+    full = torch.autograd.functional.hessian(loss_of, flat)
+    value, _ = diagnostics.sharpness(model, F.cross_entropy, x, y, iterations=2000, tol=1e-9)
+    assert value == pytest.approx(torch.linalg.eigvalsh(full).max().item(), rel=1e-3)
+
+
+def test_sharpness_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model, x, y = MLP(hidden=[8], inputs=5, dropout=0.5).train(), torch.randn(32, 5), torch.randint(0, 10, (32,))
+    before = [p.clone() for p in model.parameters()]
+    diagnostics.sharpness(model, F.cross_entropy, x, y)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_sharpness_is_recorded_every_epoch_and_changes_nothing_else(tiny_data, tmp_path):
+    rows = []
+    for extra in (["--sharpness"], []):
+        config = settings.parse_config([*TINY, "--data-dir", str(tiny_data), "--out", str(tmp_path), "--dropout",
+                                        "0.2", *extra])
+        run_dir, summary = train.train(config)
+        rows.append(runs.read_jsonl(run_dir / "metrics.jsonl"))
+    keys = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
+    assert [[r[k] for k in keys] for r in rows[0]] == [[r[k] for k in keys] for r in rows[1]]
+    assert rows[0][0]["init_sharpness"] > 0 and all(r["sharpness"] > 0 for r in rows[0])
+    assert "init_sharpness" not in rows[0][1] and "sharpness" not in rows[1][0]
+    assert summary.get("final_sharpness") is None  # the second run did not ask for it
