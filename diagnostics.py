@@ -3,6 +3,7 @@
     python train.py --diagnostics     # per-layer gradient norms (also at initialisation), dead units
     python train.py --noise-scale     # the gradient noise scale B_simple of McCandlish et al. (2018)
     python train.py --sharpness       # the largest eigenvalue of the training loss' Hessian (also at initialisation)
+    python train.py --activation-stats  # per layer: the fraction of zero activations, the mean (also at initialisation)
 
 Each is measured after the epoch, outside the timed training, on a copy of the network and with the
 random state set aside, so a run with them computes exactly what the same run without them computes.
@@ -20,7 +21,7 @@ NOISE_SMALL, NOISE_GROUPS, NOISE_REPEATS = 32, 64, 4  # B_small, B_big = NOISE_S
 # order, so a fixed random sample), power iteration until the estimate moves by less than SHARPNESS_TOL
 # of itself, or SHARPNESS_ITERATIONS steps.
 SHARPNESS_SAMPLES, SHARPNESS_ITERATIONS, SHARPNESS_TOL = 2048, 100, 1e-4
-MEASUREMENTS = ("diagnostics", "noise_scale", "sharpness")  # the settings measure() answers
+MEASUREMENTS = ("diagnostics", "noise_scale", "sharpness", "activation_stats")  # the settings measure() answers
 
 
 def measure(trainer, tensors, epoch):
@@ -29,6 +30,7 @@ def measure(trainer, tensors, epoch):
     if not any(config.get(name) for name in MEASUREMENTS):
         return row
     x, y = tensors["train"]
+    probe = tensors["val"][0] if tensors["val"] else x[:5000]  # the images activations are looked at on
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         generator = torch.Generator(device=x.device).manual_seed(config["seed"] * 100_003 + epoch + 17)
         if config.get("diagnostics"):
@@ -36,7 +38,7 @@ def measure(trainer, tensors, epoch):
             if epoch == 0:
                 row["init_grad_norms"] = layer_grad_norms(initial_model(trainer), trainer.loss_fn, x[pick], y[pick])
             row["grad_norms"] = layer_grad_norms(trainer.model, trainer.loss_fn, x[pick], y[pick])
-            row["dead_units"] = dead_units(trainer.model, tensors["val"][0] if tensors["val"] else x[:5000])
+            row["dead_units"] = dead_units(trainer.model, probe)
         if config.get("noise_scale"):
             row.update(noise_scale(trainer.model, trainer.loss_fn, x, y, generator))
         if config.get("sharpness"):
@@ -45,6 +47,10 @@ def measure(trainer, tensors, epoch):
                 row["init_sharpness"], row["init_sharpness_iterations"] = sharpness(
                     initial_model(trainer), trainer.loss_fn, *sample)
             row["sharpness"], row["sharpness_iterations"] = sharpness(trainer.model, trainer.loss_fn, *sample)
+        if config.get("activation_stats"):
+            if epoch == 0:
+                row.update({f"init_{k}": v for k, v in activation_stats(initial_model(trainer), probe).items()})
+            row.update(activation_stats(trainer.model, probe))
     return row
 
 
@@ -72,21 +78,43 @@ def layer_grad_norms(model, loss_fn, x, y):
 def dead_units(model, x):
     """Per hidden layer, the fraction of units whose activation is exactly 0 on every input in x (ReLU's
     dead units; a smooth activation has none)."""
+    alive = None
+    for outputs in hidden_outputs(model, x):
+        batch = [(out != 0).any(0) for out in outputs]
+        alive = batch if alive is None else [a | b for a, b in zip(alive, batch)]
+    return [1 - a.float().mean().item() for a in alive or []]
+
+
+@torch.inference_mode()
+def activation_stats(model, x):
+    """Per hidden layer, over every unit and every input in x: the fraction of activations that are exactly
+    0 (ReLU's sparsity, dead units included; Glorot et al. 2011 count about half at initialisation) and the
+    mean activation
+    (how far from centred on zero the layer's output is), as {"zero_fraction": [...],
+    "mean_activation": [...]}, input side first."""
+    totals = None  # per layer: the sums over inputs of each input's fraction of zeros and its mean
+    for outputs in hidden_outputs(model, x):
+        batch = [torch.stack([(out == 0).double().mean(1).sum(), out.double().mean(1).sum()]) for out in outputs]
+        totals = batch if totals is None else [a + b for a, b in zip(totals, batch)]
+    per_layer = [(t / len(x)).tolist() for t in totals or []]
+    return {"zero_fraction": [z for z, _ in per_layer], "mean_activation": [m for _, m in per_layer]}
+
+
+def hidden_outputs(model, x, chunk=8192):
+    """The outputs of each hidden layer's activation on x in eval mode, a list (input side first) for each
+    chunk of x in turn; the walk dead_units and activation_stats share."""
     model.eval()
     outputs = []
     hooks = [m.register_forward_hook(lambda module, inputs, out: outputs.append(out))
              for m in model if _is_activation(m)]
     try:
-        alive = None
-        for start in range(0, len(x), 8192):
+        for start in range(0, len(x), chunk):
             outputs.clear()
-            model(x[start:start + 8192])
-            batch = [(out != 0).any(0) for out in outputs]
-            alive = batch if alive is None else [a | b for a, b in zip(alive, batch)]
+            model(x[start:start + chunk])
+            yield list(outputs)
     finally:
         for h in hooks:
             h.remove()
-    return [1 - a.float().mean().item() for a in alive or []]
 
 
 def _is_activation(module):

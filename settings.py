@@ -186,6 +186,14 @@ SETTINGS = (
              "diagnostics.sharpness). Every epoch, not only the last: the end point of an early-stopped run "
              "is known only once it stopped, and the best-validation epoch's row then has its own"),
         keyed_when_set=True),
+    Setting("--activation-stats", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="log, per hidden layer over the validation images (the first 5000 training images with "
+             "--val-split 0), the fraction of activations that are "
+             "exactly 0 (sparsity) and the mean activation (centring), at initialisation and after each "
+             "epoch. A flag of its own, not part of --diagnostics: runs trained with --diagnostics before it "
+             "existed keep their run key, and a reused one would lack these figures"),
+        keyed_when_set=True),
 
     # None, not "auto", by default: --resume tells a --device not given from an asked-for auto.
     _s("--device", SYSTEM, "system", default=None, choices=("auto", "cpu", "cuda", "mps"),

@@ -1,6 +1,7 @@
 """The settings and opt-in measurements that the batch-size and activation studies stand on: --train-size's
-nested, class-balanced subsets; the sharpness on Hessians known in closed form and computed in full; and
-that measuring changes nothing the run computes."""
+nested, class-balanced subsets; the sharpness on Hessians known in closed form and computed in full;
+activation sparsity and means on layers built to have known ones; and that measuring changes nothing the
+run computes."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,9 +136,41 @@ def test_sharpness_leaves_the_model_as_it_was():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_sharpness_is_recorded_every_epoch_and_changes_nothing_else(tiny_data, tmp_path):
+def signed_inputs():
+    """100 inputs of 20 pixels whose first pixel is +1 on 25 of them and -1 on the other 75."""
+    x = torch.randn(100, 20, generator=torch.Generator().manual_seed(3))
+    x[:, 0] = torch.where(torch.arange(100) < 25, 1.0, -1.0)
+    return x
+
+
+def test_activation_sparsity_and_means_of_layers_built_to_have_known_ones():
+    model = MLP(hidden=[10, 4], inputs=20)
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.zero_()
+        model[0].weight[:5, 0], model[0].weight[5:, 0] = 1.0, -1.0  # active on 25 and on 75 of 100 inputs
+        model[0].bias.zero_()
+        model[2].bias[:] = torch.tensor([-1.0, 1.0, 3.0, -5.0])  # constant: 0, 1, 3, 0 after ReLU
+    stats = diagnostics.activation_stats(model, signed_inputs())
+    assert stats["zero_fraction"] == pytest.approx([0.5, 0.5])  # (5 x 75 + 5 x 25) / 1000; 2 of 4 units
+    assert stats["mean_activation"] == pytest.approx([0.5, 1.0])  # the same count of ones; (1 + 3) / 4
+
+
+def test_a_zero_centred_activation_on_symmetric_inputs_has_a_mean_of_zero_and_relu_does_not():
+    x = torch.randn(500, 20, generator=torch.Generator().manual_seed(4))
+    x = torch.cat([x, -x])  # every input and its negative: an odd activation's mean is 0
+    for activation, zero, centred in (("tanh", 0.0, True), ("relu", 0.5, False)):
+        torch.manual_seed(0)
+        model = MLP(hidden=[64], activation=activation, inputs=20, init="xavier")  # xavier: zero biases
+        stats = diagnostics.activation_stats(model, x)
+        assert stats["zero_fraction"] == pytest.approx([zero])  # ReLU: each pair has exactly one zero
+        assert (abs(stats["mean_activation"][0]) < 1e-6) == centred
+    assert diagnostics.activation_stats(MLP(hidden=[], inputs=20), x) == {"zero_fraction": [], "mean_activation": []}
+
+
+def test_the_measurements_are_recorded_every_epoch_and_change_nothing_else(tiny_data, tmp_path):
     rows = []
-    for extra in (["--sharpness"], []):
+    for extra in (["--sharpness", "--activation-stats"], []):
         config = settings.parse_config([*TINY, "--data-dir", str(tiny_data), "--out", str(tmp_path), "--dropout",
                                         "0.2", *extra])
         run_dir, summary = train.train(config)
@@ -145,5 +178,14 @@ def test_sharpness_is_recorded_every_epoch_and_changes_nothing_else(tiny_data, t
     keys = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
     assert [[r[k] for k in keys] for r in rows[0]] == [[r[k] for k in keys] for r in rows[1]]
     assert rows[0][0]["init_sharpness"] > 0 and all(r["sharpness"] > 0 for r in rows[0])
-    assert "init_sharpness" not in rows[0][1] and "sharpness" not in rows[1][0]
+    assert all(0 < r["zero_fraction"][0] < 1 and r["mean_activation"][0] > 0 for r in rows[0])  # TINY: one ReLU layer
+    assert len(rows[0][0]["init_zero_fraction"]) == 1 and len(rows[0][0]["init_mean_activation"]) == 1
+    assert not {"init_sharpness", "init_zero_fraction"} & rows[0][1].keys()
+    assert not {"sharpness", "zero_fraction"} & rows[1][0].keys()
     assert summary.get("final_sharpness") is None  # the second run did not ask for it
+
+
+def test_the_measurements_enter_the_run_key_only_when_asked_for():
+    plain = settings.run_key(settings.parse_config([]))
+    keys = {settings.run_key(settings.parse_config([flag])) for flag in ("--sharpness", "--activation-stats")}
+    assert len(keys) == 2 and plain not in keys
