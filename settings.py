@@ -91,6 +91,15 @@ SETTINGS = (
        help="use only the central N x N pixels of every image (MNIST's border is nearly always blank: "
             "20 keeps the digits and halves the first layer's work)"),
 
+    Setting("--train-size", RUN, "data", dict(
+        type=POSITIVE_INT, default=None, metavar="N",
+        help="train on N of the training images left after --val-split (not given: all of them): a "
+             "class-balanced subset, the first N of one fixed order, so every run with this N trains on "
+             "the same images and a smaller N's images are inside a larger one's (6875 inside 13750); "
+             "validation and test stay as they are. The inputs keep the normalisation statistics of all "
+             "the training images, not the subset's: every N then sees the same validation and test "
+             "inputs and only the number of training images changes (MNIST's mean pixel is 0.1307 over "
+             "55,000 images, 0.1320 over the 6,875)"), keyed_when_set=True),
     Setting("--label-noise", RUN, "data", dict(
         type=FRACTION, default=0.0,
         help="give this fraction of the training images (a fixed random choice) a wrong label: outliers "
@@ -168,6 +177,23 @@ SETTINGS = (
     Setting("--noise-scale", RUN, "measurement", dict(
         action="store_true", default=False,
         help="log the gradient noise scale B_simple of McCandlish et al. (2018) after each epoch"), keyed_when_set=True),
+    Setting("--sharpness", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="log the sharpness at initialisation and after each epoch: the largest eigenvalue of the "
+             "training loss' Hessian with respect to all weights, over the first 2048 training images in "
+             "eval mode, by power iteration on Hessian-vector products (up to 100 of them, each about a "
+             "forward and two backward passes over those images), and the steps it took (see "
+             "diagnostics.sharpness). Every epoch, not only the last: the end point of an early-stopped run "
+             "is known only once it stopped, and the best-validation epoch's row then has its own"),
+        keyed_when_set=True),
+    Setting("--activation-stats", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="log, per hidden layer over the validation images (the first 5000 training images with "
+             "--val-split 0), the fraction of activations that are "
+             "exactly 0 (sparsity) and the mean activation (centring), at initialisation and after each "
+             "epoch. A flag of its own, not part of --diagnostics: runs trained with --diagnostics before it "
+             "existed keep their run key, and a reused one would lack these figures"),
+        keyed_when_set=True),
 
     # None, not "auto", by default: --resume tells a --device not given from an asked-for auto.
     _s("--device", SYSTEM, "system", default=None, choices=("auto", "cpu", "cuda", "mps"),
