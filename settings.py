@@ -200,7 +200,7 @@ SETTINGS = (
             "its own device"),
     _s("--threads", SYSTEM, "system", type=POSITIVE_INT, default=None,
        help="CPU threads for torch (default: torch's choice, except one thread on the CPU at batch sizes "
-            "up to 32, where one thread trained faster than two)"),
+            "up to 16, where one thread trained faster than two)"),
     _s("--compile", group="system", action="store_true", default=False, help="torch.compile the model"),
     _s("--out", SYSTEM, "system", default="results", help="results root; the run goes in <out>/runs/<name>/"),
     _s("--name", SINGLE, "system", default=None, help="run folder name (default: made from the settings)"),

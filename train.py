@@ -38,9 +38,10 @@ from model import EMA, MLP, apply_max_norm, model_kwargs
 from registry import LOSSES, make_optimizer
 
 WARM_UP = ("cuda", "mps")  # the devices whose first step pays one-time set-up (see warm_up)
-# Up to this batch size a CPU run without --threads trains on one thread: there one thread outran two by
-# 14-18% a step (README, Speed), the per-step hand-off between threads costing more than the split work.
-ONE_THREAD_UP_TO = 32
+# Up to this batch size a CPU run without --threads trains on one thread: there one thread outran two in
+# every measurement, by 14-24% (REPORT.md, Speed), the per-step hand-off between threads costing more than
+# the split work; at 32 and 64 the two tied within the noise.
+ONE_THREAD_UP_TO = 16
 
 # ---------------------------------------------------------------------------- set-up
 

@@ -277,7 +277,7 @@ def test_label_noise_flips_a_fixed_fraction_of_training_labels_to_other_classes(
 
 @pytest.mark.parametrize("batch_size, threads", [(16, 1), (64, 2)])
 def test_small_batches_train_on_one_thread_unless_told(tiny_data, tmp_path, batch_size, threads):
-    """Without --threads, a CPU run at batch 32 or less takes one thread (measured faster there); larger
+    """Without --threads, a CPU run at batch 16 or less takes one thread (measured faster there); larger
     batches keep torch's choice, and --threads always wins."""
     before = torch.get_num_threads()
     try:
