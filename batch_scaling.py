@@ -83,24 +83,18 @@ def to_target(config, tensors, target, max_steps):
     """Train config at its constant learning rate until the validation accuracy reaches target or
     max_steps pass; returns (summary, evaluation rows). Training seconds exclude evaluation."""
     trainer = train.build_trainer(config, tensors, config["device"])
-    for group in trainer.optimizer.param_groups:
-        group["lr"] = config["lr"]
     x, y = tensors["train"]
     checks, rows, seconds, step, epoch = set(eval_steps(max_steps)), [], 0.0, 0, 0
     summary = {"status": "completed", "reached": False, "steps": None}  # a run that stops has completed
     train.sync(config["device"])
     t0 = time.perf_counter()
     while not _stopped(summary, step, max_steps):
-        seed = config["seed"] * 100_003 + epoch
-        order, noise = torch.Generator().manual_seed(seed), torch.Generator(device=x.device).manual_seed(seed)
-        trainer.model.train()
-        for xb, yb in dataloader.batches(x, y, config["batch_size"], order):
-            loss, _ = train.train_step(trainer, xb, yb, noise)
+        for taken in train.epoch_steps(trainer, x, y, epoch):  # at a constant rate: OWNED refuses a schedule
             step += 1
             if step in checks:
                 train.sync(config["device"])
                 seconds += time.perf_counter() - t0
-                row = _evaluate(trainer, tensors, step, seconds, loss)
+                row = _evaluate(trainer, tensors, step, seconds, taken.loss)
                 rows.append(row)
                 summary = _check(summary, rows, target, config, len(y))
                 trainer.model.train()

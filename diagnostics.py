@@ -17,14 +17,15 @@ GRAD_SAMPLES = 2048           # training images the per-layer gradient norms are
 NOISE_SMALL, NOISE_GROUPS, NOISE_REPEATS = 32, 64, 4  # B_small, B_big = NOISE_SMALL * NOISE_GROUPS
 
 
-def measure(trainer, tensors, epoch):
-    """The measurements the run's config asks for, as keys of the epoch's row (none: {})."""
+def measure(trainer, tensors, epoch, seed):
+    """The measurements the run's config asks for, as keys of the epoch's row (none: {}); seed is the
+    epoch's own (train.epoch_seed), from which the measurements draw a stream apart."""
     config, row = trainer.config, {}
     if not (config.get("diagnostics") or config.get("noise_scale")):
         return row
     x, y = tensors["train"]
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        generator = torch.Generator(device=x.device).manual_seed(config["seed"] * 100_003 + epoch + 17)
+        generator = torch.Generator(device=x.device).manual_seed(seed + 17)
         if config.get("diagnostics"):
             pick = torch.randperm(len(y), generator=generator, device=x.device)[:GRAD_SAMPLES]
             if epoch == 0:

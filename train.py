@@ -105,6 +105,37 @@ def lr_at(config, t):
     return lr
 
 
+def epoch_seed(config, epoch):
+    """The seed of an epoch's data order and augmentation noise; the measurements after it derive theirs."""
+    return config["seed"] * 100_003 + epoch
+
+
+class Step(NamedTuple):
+    """One training step taken: its batch's mean loss and logits (detached, on the device), its labels, its
+    learning rate."""
+    loss: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+    lr: float
+
+
+def epoch_steps(trainer, x, y, epoch):
+    """The one training loop: the steps of epoch `epoch` over (x, y), the batches in the epoch's seeded
+    order, each at its learning rate (lr_at); yields each Step once taken. train_epoch, the
+    steps-to-target study and the timing pass all train through it."""
+    config = trainer.config
+    seed = epoch_seed(config, epoch)
+    order, noise = torch.Generator().manual_seed(seed), torch.Generator(device=x.device).manual_seed(seed)
+    steps = math.ceil(x.shape[0] / config["batch_size"])
+    trainer.model.train()
+    for i, (xb, yb) in enumerate(dataloader.batches(x, y, config["batch_size"], order)):
+        lr = lr_at(config, epoch + i / steps)
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr
+        loss, logits = train_step(trainer, xb, yb, noise)
+        yield Step(loss, logits, yb, lr)
+
+
 class EpochResult(NamedTuple):
     loss_sum: torch.Tensor   # sum of the samples' training losses, on the device
     correct: torch.Tensor    # count of correct training predictions, on the device
@@ -114,27 +145,20 @@ class EpochResult(NamedTuple):
 
 
 def train_epoch(trainer, x, y, epoch, progress):
-    """One pass over (x, y) in a seeded order.
+    """One pass over (x, y) (epoch_steps), its losses and accuracy summed.
 
     Losses and correct counts stay on the device until the epoch ends: no host sync per step, except
     a finiteness check every --log-every steps.
     """
-    config, every = trainer.config, trainer.config["log_every"]
-    trainer.model.train()
-    seed = config["seed"] * 100_003 + epoch
-    order, noise = torch.Generator().manual_seed(seed), torch.Generator(device=x.device).manual_seed(seed)
-    steps = math.ceil(x.shape[0] / config["batch_size"])
+    every = trainer.config["log_every"]
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     losses, lr = [], None
-    for i, (xb, yb) in enumerate(dataloader.batches(x, y, config["batch_size"], order)):
-        lr = lr_at(config, epoch + i / steps)
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = lr
-        loss, logits = train_step(trainer, xb, yb, noise)
-        losses.append(loss)
-        loss_sum += loss * len(yb)
-        correct += (logits.argmax(1) == yb).sum()
+    for step in epoch_steps(trainer, x, y, epoch):
+        losses.append(step.loss)
+        loss_sum += step.loss * len(step.labels)
+        correct += (step.logits.argmax(1) == step.labels).sum()
+        lr = step.lr
         progress.update()
         if len(losses) % every == 0:
             recent = torch.stack(losses[-every:])
@@ -209,7 +233,7 @@ def epoch_row(trainer, tensors, epoch, result, seconds, metrics):
     t0 = time.perf_counter()
     val_loss, val_acc = evaluate(model, trainer.eval_loss_fn, *tensors["val"]) if tensors["val"] else (None, None)
     test_loss, test_acc = evaluate(model, trainer.eval_loss_fn, *tensors["test"])
-    measured = diagnostics.measure(trainer, tensors, epoch)
+    measured = diagnostics.measure(trainer, tensors, epoch, epoch_seed(trainer.config, epoch))
     return {"epoch": epoch + 1, "train_loss": result.loss_sum.item() / n, "train_acc": result.correct.item() / n,
             "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
             "epoch_seconds": seconds, "elapsed_seconds": seconds + (metrics[-1]["elapsed_seconds"] if metrics else 0.0),
