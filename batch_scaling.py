@@ -26,7 +26,6 @@ import math
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -47,7 +46,17 @@ NAME = "batch_scaling"
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 EVAL_GROWTH = 1.05  # after step 10, the validation set is evaluated every 5% more steps
 PATIENT = 200       # steps before a run may stop for want of progress (see _check)
-BASE = ["--schedule", "constant"]  # on top of train.py's defaults: SGD with momentum 0.9, 784-256-128-10 ReLU
+CONSTANT = "the study trains at a constant learning rate: a schedule would fix the horizon in advance"
+OWNED = {  # train.py's settings that the study sets itself or does not use, and why (settings.refuse)
+    "schedule": CONSTANT, "warmup": CONSTANT, "step_size": CONSTANT, "gamma": CONSTANT,
+    "batch_size": "the study sets it to each of --batch-sizes (the learning rates scale from the default; "
+                  "to move them, give --lr)",
+    "epochs": "a run stops at --target or at its budget: give --max-steps or --max-epochs",
+    "patience": "a run stops at --target, or where its validation accuracy stalls",
+    "log_every": "a study run records its evaluations (evals.csv), not steps.csv",
+    "diagnostics": "a study run measures nothing per epoch",
+    "noise_scale": "the study trains its own --noise-scale run, at the default batch size",
+}
 
 
 class Trial(NamedTuple):
@@ -140,8 +149,10 @@ def _finish(summary, trainer, tensors, rows):
 # ---------------------------------------------------------------------------- the study
 
 def parse(argv=None):
-    """The study's options and its base configuration (train.py's settings, with BASE applied)."""
-    p = settings.build_parser(sweep.SWEPT_SCOPES, __doc__.split("\n")[0])
+    """The study's options and its base configuration: train.py's settings (SGD with momentum 0.9,
+    784-256-128-10 ReLU) at a constant learning rate, those in OWNED refused."""
+    p = settings.build_parser(sweep.SWEPT_SCOPES, __doc__.split("\n")[0], owned=OWNED)
+    p.set_defaults(schedule="constant")
     g = p.add_argument_group("study")
     g.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
                    help="comma-separated batch sizes ('full': the whole training set)")
@@ -161,8 +172,9 @@ def parse(argv=None):
     g.add_argument("--seeds", type=settings.POSITIVE_INT, default=2, help="seeds per run: --seed, --seed+1, ...")
     g.add_argument("--jobs", type=settings.POSITIVE_INT, default=1, help="runs trained at once")
     g.add_argument("--plot-only", action="store_true", help="train nothing; table and plot the saved runs")
-    args = p.parse_args(BASE + (sys.argv[1:] if argv is None else argv))
-    base = {s.dest: getattr(args, s.dest) if s.scope in sweep.SWEPT_SCOPES else s.default for s in settings.SETTINGS}
+    args = p.parse_args(argv)
+    settings.refuse(p, args, OWNED)
+    base = sweep.base_config(args)
     if not base["val_split"]:
         raise UserError("the study stops at a validation accuracy: give --val-split N with N > 0")
     return args, base
@@ -191,6 +203,12 @@ def plan(base, grids, seeds, args, n):
                                    "eval_growth": EVAL_GROWTH})
                 jobs.append(Job(size, factor, seed, config, key, max_steps))
     return jobs
+
+
+def first_round(args, base, n):
+    """The runs of the learning-rate search's first round, on a training set of n images."""
+    seeds = range(base["seed"], base["seed"] + args.seeds)
+    return plan(base, {size: sweep.parse_factors(args.tune_lr) for size in _sizes(args.batch_sizes, n)}, seeds, args, n)
 
 
 _DATA = {}  # one prepared data set per worker process

@@ -132,7 +132,7 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
     """train.py's settings (the base configuration) plus the sweep's own options. With `setting` the
     values come from --values (default `values`); without it, from the command line. defaults: a
     script's own defaults of the sweep options, e.g. {"tune_lr": TUNE, "seeds": SEEDS}."""
-    p = settings.build_parser(SWEPT_SCOPES, description)
+    p = settings.build_parser(SWEPT_SCOPES, description, owned=(setting,))
     p.epilog = ("Base configuration: train.py's settings as listed above (their defaults unless given); "
                 "every run differs from it only in the swept settings, the learning rate where tuned, and "
                 "--seed. Outputs go to <out>/<sweep>/, run folders to <out>/runs/, an index to <out>/runs.csv.")
@@ -181,17 +181,19 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
 
 def parse_cli(argv=None, setting=None, values=None, description=None, defaults=None):
     """Parse a sweep command line into (the sweep, the command's options)."""
-    args = build_parser(description or __doc__.split("\n")[0], setting, values, defaults).parse_args(argv)
-    base = {s.dest: getattr(args, s.dest) if s.scope in SWEPT_SCOPES else s.default for s in settings.SETTINGS}
+    parser = build_parser(description or __doc__.split("\n")[0], setting, values, defaults)
+    args = parser.parse_args(argv)
+    base = base_config(args)
     if setting:
         axes = [(setting, [v.strip() for v in args.values.split(",") if v.strip()])]
     else:
         axes = _axes(args)
     points = variant_points(args.variants) if not setting and args.variants else cross(axes)
+    factors = parse_factors(args.tune_lr)
+    settings.refuse(parser, args, _unused(args, axes, points, factors, "--values" if setting else "its values"))
     scaling = getattr(args, "lr_scaling", "none")
     if scaling != "none":
         points = scale_lr(points, base, scaling)
-    factors = parse_factors(args.tune_lr)
     if len(factors) > 1 and not base["val_split"]:
         raise UserError("--tune-lr chooses on the validation set: give --val-split N with N > 0")
     name = args.sweep_name or ("variants" if not axes else "_x_".join(_dest(n) for n, _ in axes))
@@ -200,6 +202,25 @@ def parse_cli(argv=None, setting=None, values=None, description=None, defaults=N
     first = base["seed"] + len(tune_seeds)  # the comparison's seeds never chose its learning rates
     return Sweep(name, base, points, column, factors, args.widen, tune_seeds,
                  list(range(first, first + args.seeds)), scaling, args.target), args
+
+
+def base_config(args):
+    """The base configuration of a sweep or study: train.py's settings as the command line gives them,
+    the defaults of those it does not offer."""
+    return {s.dest: getattr(args, s.dest) if s.scope in SWEPT_SCOPES else s.default for s in settings.SETTINGS}
+
+
+def _unused(args, axes, points, factors, values):
+    """The options of the command that this sweep would ignore, and why (see settings.refuse)."""
+    hint = {"batch_size": "; the learning rates scale from the default batch size: to move them, give --lr"}
+    unused = {_dest(name): f"the sweep sets it itself, to each of {values}" + hint.get(_dest(name), "")
+              for name, _ in axes}
+    if len(factors) == 1:
+        why = "only a learning-rate search (--tune-lr with several factors) uses it"
+        unused.update(tune_seeds=why, widen=why)
+    if hasattr(args, "lr_scaling") and not any("batch_size" in p.settings for p in points):
+        unused["lr_scaling"] = "only a sweep of the batch size scales the learning rate with it"
+    return unused
 
 
 def _axes(args):
