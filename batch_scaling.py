@@ -119,7 +119,7 @@ def _stopped(summary, step, max_steps):
 
 
 def _evaluate(trainer, tensors, step, seconds, loss):
-    val_loss, val_acc = train.evaluate(trainer.model, trainer.eval_loss_fn, *tensors["val"])
+    val_loss, val_acc = train.evaluate(train.evaluated_model(trainer), trainer.eval_loss_fn, *tensors["val"])
     return {"step": step, "seconds": seconds, "train_loss": loss.item(), "val_loss": val_loss, "val_acc": val_acc}
 
 
@@ -140,7 +140,7 @@ def _check(summary, rows, target, config, n):
 
 def _finish(summary, trainer, tensors, rows):
     """The summary with the test accuracy where the run stopped and the best validation accuracy."""
-    test_loss, test_acc = train.evaluate(trainer.model, trainer.eval_loss_fn, *tensors["test"])
+    test_loss, test_acc = train.evaluate(train.evaluated_model(trainer), trainer.eval_loss_fn, *tensors["test"])
     best = max((r["val_acc"] for r in rows), default=None)
     return {**summary, "test_acc": test_acc, "best_val_acc": best, "evaluations": len(rows),
             "last_step": rows[-1]["step"] if rows else 0}

@@ -7,7 +7,9 @@ import statistics
 import pytest
 
 import batch_scaling
+import dataloader
 import runs
+import train
 from conftest import TINY_SWEEP, make_dataset, run_script
 
 
@@ -37,6 +39,20 @@ def test_a_run_stops_when_it_reaches_the_target_diverges_or_stalls():
     assert not batch_scaling._check(start, improving, 0.98, config, 1000).get("stalled")
     flat = [row(10, 0.5), row(100, 0.9), row(300, 0.89), row(400, 0.9)]  # nothing better since step 100 <= 400 / 2
     assert batch_scaling._check(start, flat, 0.98, config, 1000)["stalled"]
+
+
+def test_with_ema_the_study_evaluates_the_moving_average(tiny_data, monkeypatch):
+    args, base = batch_scaling.parse(["--data-dir", str(tiny_data), "--no-verify", "--val-split", "100", "--hidden",
+                                      "32", "--device", "cpu", "--ema", "0.9", "--batch-sizes", "50"])
+    config = {**batch_scaling.first_round(args, base, 500)[0].config, "device": "cpu"}
+    tensors, built, build = dataloader.for_run(config, "cpu")[1], [], train.build_trainer
+    monkeypatch.setattr(train, "build_trainer", lambda *a: built.append(build(*a)) or built[-1])
+    summary, rows = batch_scaling.to_target(config, tensors, 0.99, 10)
+    trainer = built[0]
+    assert rows[-1]["step"] == 10 and trainer.ema
+    average, model = (train.evaluate(m, trainer.eval_loss_fn, *tensors["val"]) for m in (trainer.ema.module, trainer.model))
+    assert rows[-1]["val_loss"] == average[0] != model[0]
+    assert summary["test_acc"] == train.evaluate(trainer.ema.module, trainer.eval_loss_fn, *tensors["test"])[1]
 
 
 @pytest.mark.slow
