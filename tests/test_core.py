@@ -10,12 +10,11 @@ import dataloader
 import runs
 import settings
 import train
-from conftest import TINY, ROOT, idx_file, make_dataset, make_digits, run_script
+from conftest import TINY, idx_file, make_dataset, make_digits, run_script, without_timing
 from errors import UserError
 from model import MLP, parse_hidden
 from registry import ACTIVATIONS, LOSSES, OPTIMIZERS
 
-TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
 
 
 def tiny_config(data_dir, out, **changes):
@@ -24,10 +23,6 @@ def tiny_config(data_dir, out, **changes):
     config = settings.make_config(args)
     config.update(changes)
     return config
-
-
-def without_timing(metrics):
-    return [{k: v for k, v in m.items() if k not in TIMING} for m in metrics]
 
 
 # ---------------------------------------------------------------------------- data

@@ -12,10 +12,9 @@ import registry
 import runs
 import settings
 import train
-from conftest import TINY
+from conftest import TINY, without_timing
 from model import EMA, MLP
 
-TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
 
 
 # ---------------------------------------------------------------------------- fused, where torch has it
@@ -220,8 +219,7 @@ def test_the_warm_up_step_changes_nothing_the_run_computes(tiny_data, tmp_path, 
     monkeypatch.setattr(train, "WARM_UP", ("cpu",))
     warmed, _ = train.train(settings.parse_config([*flags, "--out", str(tmp_path / "warmed")]))
     assert len(built) == 2  # the run's trainer and the throwaway one
-    rows = [[{k: v for k, v in m.items() if k not in TIMING} for m in runs.read_jsonl(d / "metrics.jsonl")]
-            for d in (plain, warmed)]
+    rows = [without_timing(runs.read_jsonl(d / "metrics.jsonl")) for d in (plain, warmed)]
     assert len(rows[0]) == 2 and rows[0] == rows[1]
     weights = [runs.load_checkpoint(d / "model.pt") for d in (plain, warmed)]
     for key in ("model", "ema_model"):

@@ -22,10 +22,9 @@ import torch
 
 import errors
 import runs
-from conftest import ROOT, TINY, TINY_SWEEP, idx_file, make_dataset, make_digits, run_script
+from conftest import ROOT, TINY, TINY_SWEEP, idx_file, make_dataset, make_digits, run_script, without_timing
 from errors import UserError
 
-TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
 # A run long enough to be interrupted after its first epoch; dropout and momentum make the result
 # depend on the restored random state and optimizer state, not only on the weights. One thread: the
 # machine is shared, and the reference and the resumed run must sum in the same order.
@@ -33,11 +32,6 @@ LONG_EPOCHS = 15
 LONG = ["--no-verify", "--val-split", "200", "--hidden", "32", "--epochs", str(LONG_EPOCHS),
         "--batch-size", "50", "--dropout", "0.2", "--optimizer", "momentum", "--seed", "3",
         "--threads", "1", "--quiet", "--device", "cpu"]
-
-
-def without_timing(metrics):
-    """Metrics rows without the wall-clock fields, which differ between any two runs."""
-    return [{k: v for k, v in m.items() if k not in TIMING} for m in metrics]
 
 
 def snapshot(folder):
@@ -341,6 +335,7 @@ def rejected(trained, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", CASES)
+@pytest.mark.slow
 def test_rejected_with_a_clear_message(name, rejected):
     """Exit code 2, an `error:` line with the expected text, no traceback, nothing written."""
     if name not in rejected:
@@ -403,6 +398,7 @@ def interrupt_after_an_epoch(long_data, out, signum=signal.SIGINT):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterrupted, tmp_path):
     """A signal after the first epoch leaves a consistent folder; --resume then ends with exactly
     the metrics and step losses of the uninterrupted run. The SIGTERM case also adds a power cut's
@@ -438,6 +434,7 @@ def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterr
         {k: v for k, v in uninterrupted["summary"].items() if k != "train_seconds"}
 
 
+@pytest.mark.slow
 def test_sweep_killed_midway_finishes_only_what_is_missing(trained, tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) after the first run of a
     three-run sweep; the same command then reuses what finished and trains only the rest."""
@@ -469,6 +466,7 @@ def test_sweep_killed_midway_finishes_only_what_is_missing(trained, tmp_path):
 
 # ---------------------------------------------------------------------------- logs and writes
 
+@pytest.mark.slow
 def test_truncated_last_line_is_tolerated_with_a_warning(trained, tmp_path):
     """A power cut mid-append: readers skip the partial last line of metrics.jsonl and steps.csv
     with a warning; a damaged line before the last one is an error naming the line."""
@@ -507,6 +505,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_train_writes_config_summary_and_checkpoint_atomically(trained, tmp_path, monkeypatch):
     """train.py writes config.json, summary.json and model.pt through runs.write_atomic."""
     import settings
@@ -523,6 +522,7 @@ def test_train_writes_config_summary_and_checkpoint_atomically(trained, tmp_path
 
 # ---------------------------------------------------------------------------- divergence
 
+@pytest.mark.slow
 def test_divergence_is_recorded_and_the_process_exits_normally(trained, tmp_path):
     """sgd at lr 1e6 overflows: the run stops with status diverged, where it happened, exit 0."""
     result = run_script("train.py", *TINY, "--data-dir", trained["data"], "--out", tmp_path,
@@ -665,6 +665,7 @@ def train_in_process(monkeypatch, capsys, *argv):
 
 
 @pytest.mark.parametrize("failing", ["metrics.jsonl", "steps.csv", "model.pt", "summary.json"])
+@pytest.mark.slow
 def test_a_full_disk_ends_the_run_at_its_last_saved_epoch(failing, long_data, uninterrupted, tmp_path,
                                                           monkeypatch, capsys):
     """The disk fills once the first checkpoint is on it, so the next write to `failing` fails (half

@@ -44,6 +44,7 @@ def run_dirs(out):
     return {p.name for p in runs.find_runs(out)}
 
 
+@pytest.mark.slow
 def test_outputs_and_table_numbers(swept):
     _, out, stdout = swept
     assert "[4/4]" in stdout and "0 reused, 4 to train" in stdout
@@ -59,6 +60,7 @@ def test_outputs_and_table_numbers(swept):
     assert len(list(csv.DictReader(open(out / "runs.csv")))) == 4
 
 
+@pytest.mark.slow
 def test_diverged_run_is_tabled_not_dropped(swept):
     _, out, _ = swept
     statuses = [runs.read_json(d / "summary.json")["status"] for d in runs.find_runs(out)
@@ -69,6 +71,7 @@ def test_diverged_run_is_tabled_not_dropped(swept):
     assert "diverged at epoch 1" in (out / "lr" / "lr.md").read_text()
 
 
+@pytest.mark.slow
 def test_second_call_trains_nothing(swept):
     flags, out, _ = swept
     before = run_dirs(out)
@@ -78,6 +81,7 @@ def test_second_call_trains_nothing(swept):
     assert run_dirs(out) == before
 
 
+@pytest.mark.slow
 def test_plot_only_replots_without_training(swept):
     flags, out, _ = swept
     before = run_dirs(out)
@@ -88,6 +92,7 @@ def test_plot_only_replots_without_training(swept):
     assert run_dirs(out) == before
 
 
+@pytest.mark.slow
 def test_grid_reuses_runs_and_draws_heatmap(swept):
     flags, out, _ = swept
     before = run_dirs(out)
@@ -99,6 +104,7 @@ def test_grid_reuses_runs_and_draws_heatmap(swept):
     assert (out / "lr_x_optimizer" / "lr_x_optimizer_heatmap.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_print_commands_are_runnable(swept):
     flags, out, _ = swept
     args = ["lr", GOOD, "0.02", "--optimizer", "sgd", *flags, "--print-commands"]
@@ -234,6 +240,7 @@ def tuned(tmp_path_factory):
     return flags, root / "out", result.stdout
 
 
+@pytest.mark.slow
 def test_tuned_sweep_compares_fresh_seeds_at_the_best_validation_lr_per_value(tuned):
     _, out, stdout = tuned
     assert "learning-rate search, round 1: 8 runs: 0 reused, 8 to train" in stdout
@@ -261,6 +268,7 @@ def test_tuned_sweep_compares_fresh_seeds_at_the_best_validation_lr_per_value(tu
     assert (out / "activation" / "activation_lr.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_timing_pass_is_saved_retimed_on_request_and_kept_by_plot_only(tuned):
     flags, out, stdout = tuned
     path = out / "activation" / "activation_timing.json"
@@ -278,6 +286,7 @@ def test_timing_pass_is_saved_retimed_on_request_and_kept_by_plot_only(tuned):
     assert not any("(log)" in row for row in rows)  # every value's seconds come from the timing pass
 
 
+@pytest.mark.slow
 def test_variants_set_several_flags_each(swept):
     flags, out, _ = swept
     result = run_script("sweep.py", "--variants", "plain=--lr 0.05", "wide and slow=--hidden 48 --lr 0.02",

@@ -13,6 +13,8 @@ import pytest
 import runs
 from conftest import ROOT, TINY, TINY_SWEEP, make_dataset, run_script
 
+pytestmark = pytest.mark.slow  # every test here starts the scripts as a user would
+
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
