@@ -34,7 +34,9 @@ from typing import NamedTuple
 
 import torch
 
+import claims
 import dataloader
+import files
 import runs
 import scaling_plots
 import settings
@@ -162,7 +164,7 @@ def run_one(argv):
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     runs.check_out(config["out"])
-    with runs.claim(config["out"], key, say=lambda *a, **k: None):
+    with claims.claim(config["out"], key, say=lambda *a, **k: None):
         if runs.finished(runs.index(config["out"]), key):
             return
         data, tensors = dataloader.for_run(config, config["device"])
@@ -171,7 +173,7 @@ def run_one(argv):
                                                       "eval_growth": EVAL_GROWTH}}, key, data, tensors, held)
             summary, rows = to_target(config, tensors, args.target, args.max_steps)
             tables.write_csv(run_dir / "evals.csv", rows, ["step", "seconds", "train_loss", "val_loss", "val_acc"])
-            runs.write_json(run_dir / "summary.json", summary)
+            files.write_json(run_dir / "summary.json", summary)
 
 
 def study_key(config, target, max_steps):
@@ -330,7 +332,7 @@ def report(rows, args, base, n, noise, fit):
     """Write the table and figures into <out>/batch_scaling/."""
     folder = Path(base["out"]) / NAME
     timed = folder / f"{NAME}_timing.json"  # its thread count, not this command's: --plot-only times nothing
-    threads = runs.read_json(timed).get("threads") if timed.exists() else None
+    threads = files.read_json(timed).get("threads") if timed.exists() else None
     tables.write_tables(tables.scaling_rows(rows, n), folder / NAME,
                         tables.scaling_caption(args, base, fit, threads, EVAL_GROWTH, PATIENT))
     paths = [folder / f"{NAME}.csv", folder / f"{NAME}.md",

@@ -7,6 +7,7 @@ import math
 import statistics
 from pathlib import Path
 
+import files
 import runs
 import settings
 import stats
@@ -262,7 +263,7 @@ def write_tables(rows, prefix, caption, extra=None):
     header = list(rows[0])
     lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
     lines += [f"| {' | '.join(str(row.get(h, '')).replace('|', '/') for h in header)} |" for row in rows]
-    runs.write_atomic(f"{prefix}.md", lambda tmp: tmp.write_text("\n".join(lines) + f"\n\n{caption}\n"))
+    files.write_atomic(f"{prefix}.md", lambda tmp: tmp.write_text("\n".join(lines) + f"\n\n{caption}\n"))
 
 
 def write_csv(path, rows, fields):
@@ -271,7 +272,7 @@ def write_csv(path, rows, fields):
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
-    runs.write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue()))
+    files.write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue()))
 
 
 def short_status(result):

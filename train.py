@@ -29,8 +29,10 @@ from tqdm import tqdm
 
 import adversarial
 import augment
+import claims
 import dataloader
 import diagnostics
+import files
 import runs
 import settings
 from errors import UserError, run_cli
@@ -278,13 +280,13 @@ def should_stop(metrics, patience):
 
 def train(config, resume_dir=None):
     """Run (or resume) one training run, its folder held against other writers; returns (run folder, summary)."""
-    with contextlib.ExitStack() as claims:
-        return train_held(config, resume_dir, claims)
+    with contextlib.ExitStack() as held:
+        return train_held(config, resume_dir, held)
 
 
-def train_held(config, resume_dir, claims):
-    """train's work, the run folder's hold entered into claims."""
-    trainer, tensors, run_dir, metrics = set_up(config, resume_dir, claims)
+def train_held(config, resume_dir, held):
+    """train's work, the run folder's hold entered into held (an ExitStack)."""
+    trainer, tensors, run_dir, metrics = set_up(config, resume_dir, held)
     x, y = tensors["train"]
     steps_per_epoch, say = math.ceil(len(y) / config["batch_size"]), printer(config)
     errors.catch_signals()  # SIGTERM too becomes KeyboardInterrupt, held back while an epoch is saved
@@ -314,21 +316,21 @@ def train_held(config, resume_dir, claims):
               f"{run_dir}", file=sys.stderr)
     with errors.critical():
         summary = runs.summarise(metrics, status, **extra)
-        runs.write_json(run_dir / "summary.json", summary)
+        files.write_json(run_dir / "summary.json", summary)
     if status == "completed":
         say(f"done: test accuracy {summary.get('final_test_acc', 0):.2%} after {len(metrics)} epochs, "
             f"{summary['train_seconds']:.1f} s of training; {run_dir}")
     return run_dir, summary
 
 
-def set_up(config, resume_dir, claims):
+def set_up(config, resume_dir, held):
     """Device, threads, data, model and run folder: (trainer, tensors, run folder, metrics so far)."""
     device = config["device"] = settings.resolve_device(config["device"])
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     runs.check_out(config["out"])
     if resume_dir:  # held before the data loads: a second writer is stopped at once
-        claims.enter_context(runs.hold(resume_dir, resuming=True))
+        held.enter_context(claims.hold(resume_dir, check=runs.check_unfinished))
     data, tensors = dataloader.for_run(config, device)
     trainer = build_trainer(config, tensors, device)
     warm_up(config, tensors, device)
@@ -336,8 +338,8 @@ def set_up(config, resume_dir, claims):
         run_dir = Path(resume_dir)
         metrics = restore(run_dir, trainer)
     else:
-        run_dir, metrics = runs.start(config, settings.run_key(config), data, tensors, claims), []
-    runs.write_json(run_dir / "summary.json", runs.summarise(metrics, "running"))
+        run_dir, metrics = runs.start(config, settings.run_key(config), data, tensors, held), []
+    files.write_json(run_dir / "summary.json", runs.summarise(metrics, "running"))
     printer(config)(f"run folder: {run_dir}\ndevice: {device}, training on {len(tensors['train'][1])} images, "
                     f"{sum(p.numel() for p in trainer.model.parameters())} parameters")
     return trainer, tensors, run_dir, metrics
@@ -360,19 +362,19 @@ def train_once(config):
     process trains it, then reuse it if it finished or resume it if it did not."""
     runs.check_out(config["out"])
     key = settings.run_key(config)
-    with runs.claim(config["out"], key):
+    with claims.claim(config["out"], key):
         index = runs.index(config["out"])
         found, finished = index.get(key, []), runs.finished(index, key)
         if found and not finished:
             run_dir = found[-1][0]
-            with runs.hold(run_dir, wait=True):  # a `train.py --resume` of it may be running: wait for it
+            with claims.hold(run_dir, wait=True):  # a `train.py --resume` of it may be running: wait for it
                 if runs.read_status(run_dir) not in runs.FINISHED:
                     return train(settings.resume_config(run_dir, config["device"], config["threads"], config["quiet"]), run_dir)[1]
             finished = [run_dir]
         if finished:
             print(f"already trained with these settings: {finished[-1]} (reused; without --once, "
                   f"train.py trains another copy)")
-            return runs.read_json(finished[-1] / "summary.json")
+            return files.read_json(finished[-1] / "summary.json")
         return train(config)[1]
 
 

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT, TINY_SWEEP, make_dataset, run_script
+import files
 import plots
 import runs
 import sweep
@@ -52,8 +53,8 @@ def test_outputs_and_table_numbers(swept):
         assert (out / "lr" / f"lr{suffix}").stat().st_size > 0
     rows = read_table(out)
     assert [row["lr"] for row in rows] == [GOOD, BAD]
-    finals = [runs.read_jsonl(d / "metrics.jsonl")[-1]["test_acc"] for d in runs.find_runs(out)
-              if runs.read_json(d / "config.json")["lr"] == float(GOOD)]
+    finals = [files.read_jsonl(d / "metrics.jsonl")[-1]["test_acc"] for d in runs.find_runs(out)
+              if files.read_json(d / "config.json")["lr"] == float(GOOD)]
     assert len(finals) == 2
     expected = f"{100 * statistics.mean(finals):.2f} ± {100 * statistics.stdev(finals):.2f}"
     assert rows[0]["final_test_acc_%"] == expected and rows[0]["completed"] == "2/2"
@@ -63,8 +64,8 @@ def test_outputs_and_table_numbers(swept):
 @pytest.mark.slow
 def test_diverged_run_is_tabled_not_dropped(swept):
     _, out, _ = swept
-    statuses = [runs.read_json(d / "summary.json")["status"] for d in runs.find_runs(out)
-                if runs.read_json(d / "config.json")["lr"] == float(BAD)]
+    statuses = [files.read_json(d / "summary.json")["status"] for d in runs.find_runs(out)
+                if files.read_json(d / "config.json")["lr"] == float(BAD)]
     assert statuses == ["diverged", "diverged"]  # the value really diverges on this data
     row = read_table(out)[1]
     assert row["completed"] == "0/2" and "seed 0 diverged at epoch 1" in row["status"]
@@ -247,7 +248,7 @@ def test_tuned_sweep_compares_fresh_seeds_at_the_best_validation_lr_per_value(tu
     assert "comparison: 4 runs: 0 reused, 4 to train" in stdout
     tuning, compared = {}, {}
     for run_dir in runs.find_runs(out):
-        config, summary = runs.read_config(run_dir), runs.read_json(run_dir / "summary.json")
+        config, summary = runs.read_config(run_dir), files.read_json(run_dir / "summary.json")
         into = tuning if config["seed"] in (0, 1) else compared
         into.setdefault((config["activation"], config["lr"]), []).append(summary)
     rows = {row["activation"]: row for row in read_table(out, "activation")}

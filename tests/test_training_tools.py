@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import adversarial
 import dataloader
+import files
 import runs
 import settings
 import train
@@ -98,7 +99,7 @@ def test_resume_with_moving_average_and_dropout_matches_an_uninterrupted_run(tin
     stopped, summary = train.train(config_for(tiny_data, tmp_path / "stopped", *flags))
     assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
     train.train(settings.resume_config(stopped, "cpu"), stopped)
-    rows = [without_timing(runs.read_jsonl(d / "metrics.jsonl")) for d in (whole, stopped)]
+    rows = [without_timing(files.read_jsonl(d / "metrics.jsonl")) for d in (whole, stopped)]
     assert len(rows[0]) == 3 and rows[0] == rows[1]
 
 
