@@ -102,6 +102,7 @@ class Candidate(NamedTuple):
     seeds: list
     options: tuple = ()  # a chosen value's candidates over the learning rates tried
     search: str = ""     # a chosen value's search: "interior", or why its rate is on an edge
+    scores: dict = None  # a chosen value's search scores by factor, what chose it (search_scores)
 
     @property
     def label(self):
@@ -481,7 +482,7 @@ def choose(candidates, first, steps, score=None):
     for options in by_label(candidates).values():
         scores = (score or search_scores)(options)
         best = max(options, key=lambda c: -math.inf if scores[c.factor] is None else scores[c.factor])
-        chosen.append(best._replace(options=tuple(options),
+        chosen.append(best._replace(options=tuple(options), scores=scores,
                                     search=search_state(sorted(scores), scores, first, steps)))
     return chosen
 
@@ -556,7 +557,7 @@ def compare(sweep, provide):
     jobs = [job(sweep.base, points[c.label], c.factor, seed) for seed in sweep.seeds for c in chosen]
     provide(jobs, "comparison")
     picked = {c.label: c for c in chosen}
-    return [r._replace(options=picked[r.label].options, search=picked[r.label].search)
+    return [r._replace(options=picked[r.label].options, search=picked[r.label].search, scores=picked[r.label].scores)
             for r in collect(jobs, sweep.base["out"])]
 
 

@@ -200,7 +200,7 @@ def tuning_rows(results, column):
     rows = []
     for r in results:
         row = {column: r.label, **{_factor(f): "" for f in factors}}
-        smooth = stats.smoothed({c.factor: c.val_score for c in r.options})  # what sweep.choose compared
+        smooth = r.scores  # what sweep.choose compared
         for c in r.options:
             score = "" if smooth[c.factor] is None else f"{100 * smooth[c.factor]:.2f}"
             own = "" if c.val_score is None else f"{100 * c.val_score:.2f}, "
