@@ -36,6 +36,7 @@ import torch
 
 import claims
 import dataloader
+import diagnostics
 import files
 import runs
 import scaling_plots
@@ -58,7 +59,7 @@ OWNED = {  # train.py's settings that the study sets itself or does not use, and
     "epochs": "a run stops at --target or at its budget: give --max-steps or --max-epochs",
     "patience": "a run stops at --target, or where its validation accuracy stalls",
     "log_every": "a study run records its evaluations (evals.csv), not steps.csv",
-    "diagnostics": "a study run measures nothing per epoch",
+    **{m: "a study run measures nothing per epoch" for m in diagnostics.MEASUREMENTS},
     "noise_scale": "the study trains its own --noise-scale run, at the default batch size",
 }
 

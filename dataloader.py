@@ -52,6 +52,7 @@ NORMALIZATIONS = {
     "center": "scaled to [0, 1], minus the training set's mean pixel",
     "standard": "scaled to [0, 1], minus the training set's mean, divided by its std",
 }
+SUBSET_SEED = 2  # of --train-size's order (0 draws the validation split, 1 the label noise)
 
 
 # ---------------------------------------------------------------------------- reading files
@@ -287,14 +288,42 @@ def for_run(config, device):
     """The data set of a run's config, checked, and its prepared tensors on the device: (data, tensors)."""
     data = load(config["dataset"], config["data_dir"], verify=not config["no_verify"])
     tensors = prepare(data, config["val_split"], config["normalize"], device, config["crop"])
+    where = f"--val-split {config['val_split']}"
+    if config.get("train_size"):
+        # Cut after prepare: the normalisation statistics stay those of the whole training part (the
+        # --train-size help says why), and validation and test are the tensors every size sees.
+        y, size, classes = tensors["train"][1], config["train_size"], len(data["classes"])
+        if not classes <= size <= len(y):
+            raise UserError(f"--train-size {size}: must be between {classes} (one image per class) and "
+                            f"{len(y)}, the training images left after {where}")
+        keep = balanced_subset(y.cpu(), size, classes).to(y.device)
+        tensors["train"] = tuple(t[keep] for t in tensors["train"])
+        where += f" and --train-size {size}"
     if config.get("label_noise"):
         tensors["train"] = (tensors["train"][0], noisy_labels(tensors["train"][1], config["label_noise"]))
     n = len(tensors["train"][1])
     if config["batch_size"] > n:
         raise UserError(f"--batch-size {config['batch_size']} is larger than the training set "
-                        f"({n} images after --val-split {config['val_split']}); use at most {n} for "
-                        f"full-batch gradient descent")
+                        f"({n} images after {where}); use at most {n} for full-batch gradient descent")
     return data, tensors
+
+
+def balanced_subset(y, size, classes=10):
+    """The positions in y (labels 0 to classes - 1) of a class-balanced subset of `size` of them, ascending.
+
+    The subset is the first `size` of one fixed order (a seed of its own): a seeded shuffle's first image
+    of each class, then its second of each class, and so on. So a smaller subset is inside every larger
+    one, and class counts differ by at most one until the rarest class runs out (beyond that, a class
+    that has run out is all in and the others fill up evenly). The positions come back ascending: a
+    subset of the whole split is the split in its own order, which trains exactly as no subset does.
+    """
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    shuffled = y[order].long()
+    rank = torch.empty_like(shuffled)  # how many images of its class come before it in the shuffle
+    for c in shuffled.unique():
+        of_c = shuffled == c
+        rank[of_c] = torch.arange(int(of_c.sum()))
+    return order[torch.argsort(rank * classes + shuffled)[:size]].sort().values
 
 
 def noisy_labels(y, fraction):

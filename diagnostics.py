@@ -2,6 +2,8 @@
 
     python train.py --diagnostics     # per-layer gradient norms (also at initialisation), dead units
     python train.py --noise-scale     # the gradient noise scale B_simple of McCandlish et al. (2018)
+    python train.py --sharpness       # the largest eigenvalue of the training loss' Hessian (also at initialisation)
+    python train.py --activation-stats  # per layer: the fraction of zero activations, the mean (also at initialisation)
 
 Each is measured after the epoch, outside the timed training, on a copy of the network and with the
 random state set aside, so a run with them computes exactly what the same run without them computes.
@@ -15,15 +17,21 @@ from model import MLP, model_kwargs
 
 GRAD_SAMPLES = 2048           # training images the per-layer gradient norms are taken over
 NOISE_SMALL, NOISE_GROUPS, NOISE_REPEATS = 32, 64, 4  # B_small, B_big = NOISE_SMALL * NOISE_GROUPS
+# --sharpness: over the first SHARPNESS_SAMPLES training images (the training tensor is in a fixed shuffled
+# order, so a fixed random sample), power iteration until the estimate moves by less than SHARPNESS_TOL
+# of itself, or SHARPNESS_ITERATIONS steps.
+SHARPNESS_SAMPLES, SHARPNESS_ITERATIONS, SHARPNESS_TOL = 2048, 100, 1e-4
+MEASUREMENTS = ("diagnostics", "noise_scale", "sharpness", "activation_stats")  # the settings measure() answers
 
 
 def measure(trainer, tensors, epoch, seed):
     """The measurements the run's config asks for, as keys of the epoch's row (none: {}); seed is the
     epoch's own (train.epoch_seed), from which the measurements draw a stream apart."""
     config, row = trainer.config, {}
-    if not (config.get("diagnostics") or config.get("noise_scale")):
+    if not any(config.get(name) for name in MEASUREMENTS):
         return row
     x, y = tensors["train"]
+    probe = tensors["val"][0] if tensors["val"] else x[:5000]  # the images activations are looked at on
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         generator = torch.Generator(device=x.device).manual_seed(seed + 17)
         if config.get("diagnostics"):
@@ -31,9 +39,19 @@ def measure(trainer, tensors, epoch, seed):
             if epoch == 0:
                 row["init_grad_norms"] = layer_grad_norms(initial_model(trainer), trainer.loss_fn, x[pick], y[pick])
             row["grad_norms"] = layer_grad_norms(trainer.model, trainer.loss_fn, x[pick], y[pick])
-            row["dead_units"] = dead_units(trainer.model, tensors["val"][0] if tensors["val"] else x[:5000])
+            row["dead_units"] = dead_units(trainer.model, probe)
         if config.get("noise_scale"):
             row.update(noise_scale(trainer.model, trainer.loss_fn, x, y, generator))
+        if config.get("sharpness"):
+            sample = x[:SHARPNESS_SAMPLES], y[:SHARPNESS_SAMPLES]
+            if epoch == 0:
+                row["init_sharpness"], row["init_sharpness_iterations"] = sharpness(
+                    initial_model(trainer), trainer.loss_fn, *sample)
+            row["sharpness"], row["sharpness_iterations"] = sharpness(trainer.model, trainer.loss_fn, *sample)
+        if config.get("activation_stats"):
+            if epoch == 0:
+                row.update({f"init_{k}": v for k, v in activation_stats(initial_model(trainer), probe).items()})
+            row.update(activation_stats(trainer.model, probe))
     return row
 
 
@@ -61,21 +79,42 @@ def layer_grad_norms(model, loss_fn, x, y):
 def dead_units(model, x):
     """Per hidden layer, the fraction of units whose activation is exactly 0 on every input in x (ReLU's
     dead units; a smooth activation has none)."""
+    alive = None
+    for outputs in hidden_outputs(model, x):
+        batch = [(out != 0).any(0) for out in outputs]
+        alive = batch if alive is None else [a | b for a, b in zip(alive, batch)]
+    return [1 - a.float().mean().item() for a in alive or []]
+
+
+@torch.inference_mode()
+def activation_stats(model, x):
+    """Per hidden layer, over every unit and every input in x: the fraction of activations that are exactly
+    0 (ReLU's sparsity, dead units included; Glorot et al. 2011 count about half at initialisation) and the
+    mean activation (how far from centred on zero the layer's output is), as {"zero_fraction": [...],
+    "mean_activation": [...]}, input side first."""
+    totals = None  # per layer: the sums over inputs of each input's fraction of zeros and its mean
+    for outputs in hidden_outputs(model, x):
+        batch = [torch.stack([(out == 0).double().mean(1).sum(), out.double().mean(1).sum()]) for out in outputs]
+        totals = batch if totals is None else [a + b for a, b in zip(totals, batch)]
+    per_layer = [(t / len(x)).tolist() for t in totals or []]
+    return {"zero_fraction": [z for z, _ in per_layer], "mean_activation": [m for _, m in per_layer]}
+
+
+def hidden_outputs(model, x, chunk=8192):
+    """The outputs of each hidden layer's activation on x in eval mode, a list (input side first) for each
+    chunk of x in turn; the walk dead_units and activation_stats share."""
     model.eval()
     outputs = []
     hooks = [m.register_forward_hook(lambda module, inputs, out: outputs.append(out))
              for m in model if _is_activation(m)]
     try:
-        alive = None
-        for start in range(0, len(x), 8192):
+        for start in range(0, len(x), chunk):
             outputs.clear()
-            model(x[start:start + 8192])
-            batch = [(out != 0).any(0) for out in outputs]
-            alive = batch if alive is None else [a | b for a, b in zip(alive, batch)]
+            model(x[start:start + chunk])
+            yield list(outputs)
     finally:
         for h in hooks:
             h.remove()
-    return [1 - a.float().mean().item() for a in alive or []]
 
 
 def _is_activation(module):
@@ -109,3 +148,53 @@ def noise_from(grads, small):
     grad_sq = (big * big_sq - small * small_sq) / (big - small)
     trace = (small_sq - big_sq) / (1 / small - 1 / big)
     return grad_sq, trace
+
+
+def sharpness(model, loss_fn, x, y, iterations=SHARPNESS_ITERATIONS, tol=SHARPNESS_TOL):
+    """The largest eigenvalue of the Hessian of loss_fn(model(x), y) with respect to all the model's
+    parameters, and the power-iteration steps it took: (eigenvalue, steps). Measured on a copy in eval
+    mode (no dropout; batch norm with its running statistics), from a fixed seeded start, so the same
+    weights and data give the same figure. Power iteration finds the eigenvalue of largest magnitude;
+    where that one is negative, a second run on H - lambda I finds the largest. Its estimate is a Rayleigh
+    quotient, never above the largest eigenvalue: where the steps reach `iterations` it has not settled
+    (two eigenvalues of about the same magnitude and opposite signs do that) and is a lower bound."""
+    twin = copy.deepcopy(model).eval()
+    params = [p for p in twin.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss_fn(twin(x), y), params, create_graph=True)
+    # A gradient that does not depend on the weights (a hinge's bias gradient, a count of margins) has a
+    # zero block of the Hessian: it has no graph to differentiate and is left out.
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    if not live:
+        return 0.0, 0
+    sizes = [p.numel() for p in params]
+
+    def hessian_times(v):  # the gradient of grads . v: a Hessian-vector product by double backward
+        v = [part.view_as(p) for part, p in zip(v.split(sizes), params)]
+        parts = torch.autograd.grad([grads[i] for i in live], params, [v[i] for i in live], retain_graph=True,
+                                    allow_unused=True, materialize_grads=True)
+        return torch.cat([part.reshape(-1) for part in parts])
+
+    start = torch.randn(sum(sizes), generator=torch.Generator().manual_seed(0)).to(x.device, grads[0].dtype)
+    value, steps = power_iteration(hessian_times, start, iterations, tol)
+    if value < 0:
+        value, more = power_iteration(lambda v: hessian_times(v) - value * v, start, iterations, tol, value)
+        steps += more
+    return value, steps
+
+
+def power_iteration(matvec, start, iterations, tol, shift=0.0):
+    """The eigenvalue of largest magnitude of a symmetric linear map (matvec(v): its product with v), by
+    power iteration from `start`, plus shift: (that sum, steps). With matvec(v) = H v - c v and shift c the
+    sum is an eigenvalue of H, and the stopping rule is relative to it (a shift of -20 turns an eigenvalue
+    of 4 into 24, and 1e-4 of 24 is 6e-4 of 4): it stops when the sum moves by at most tol of itself
+    between steps, or after `iterations` steps."""
+    v, value = start / start.norm(), None
+    for step in range(1, iterations + 1):
+        w = matvec(v)
+        new, norm = torch.dot(v, w).item() + shift, w.norm()
+        if norm == 0:
+            return shift, step
+        if value is not None and abs(new - value) <= tol * abs(new):
+            return new, step
+        v, value = w / norm, new
+    return value, iterations

@@ -198,7 +198,10 @@ def environment(device):
     """Versions and the git commit, saved with the config so a run can be repeated."""
     info = {"torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "threads": torch.get_num_threads(),
-            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor()}
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
+            # What the CPU did with subnormal floats here (settings.flush_subnormals): a float32 1e-40
+            # stored as zero means flushed.
+            "subnormals_flushed": torch.tensor(1e-40).item() == 0.0}
     try:
         info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                             text=True, timeout=10).stdout.strip() or None

@@ -91,6 +91,15 @@ SETTINGS = (
        help="use only the central N x N pixels of every image (MNIST's border is nearly always blank: "
             "20 keeps the digits and halves the first layer's work)"),
 
+    Setting("--train-size", RUN, "data", dict(
+        type=POSITIVE_INT, default=None, metavar="N",
+        help="train on N of the training images left after --val-split (not given: all of them): a "
+             "class-balanced subset, the first N of one fixed order, so every run with this N trains on "
+             "the same images and a smaller N's images are inside a larger one's (6875 inside 13750); "
+             "validation and test stay as they are. The inputs keep the normalisation statistics of all "
+             "the training images, not the subset's: every N then sees the same validation and test "
+             "inputs and only the number of training images changes (MNIST's mean pixel is 0.1307 over "
+             "55,000 images, 0.1320 over the 6,875)"), keyed_when_set=True),
     Setting("--label-noise", RUN, "data", dict(
         type=FRACTION, default=0.0,
         help="give this fraction of the training images (a fixed random choice) a wrong label: outliers "
@@ -168,13 +177,30 @@ SETTINGS = (
     Setting("--noise-scale", RUN, "measurement", dict(
         action="store_true", default=False,
         help="log the gradient noise scale B_simple of McCandlish et al. (2018) after each epoch"), keyed_when_set=True),
+    # Every epoch, not only the last: an early-stopped run's end point is known only once it stopped, and
+    # the best-validation epoch's row then has its own figure.
+    Setting("--sharpness", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="log the largest eigenvalue of the training loss' Hessian (all weights, the first 2048 "
+             "training images, eval mode) at initialisation and after each epoch, by power iteration on "
+             "Hessian-vector products, and the steps it took (see diagnostics.sharpness)"),
+        keyed_when_set=True),
+    # A flag of its own, not part of --diagnostics: runs trained with --diagnostics before it existed keep
+    # their run key, and a reused one would lack these figures.
+    Setting("--activation-stats", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="log, per hidden layer over the validation images (the first 5000 training images with "
+             "--val-split 0), the fraction of activations that are exactly 0 (sparsity) and the mean "
+             "activation (centring), at initialisation and after each epoch"),
+        keyed_when_set=True),
 
     # None, not "auto", by default: --resume tells a --device not given from an asked-for auto.
     _s("--device", SYSTEM, "system", default=None, choices=("auto", "cpu", "cuda", "mps"),
        help="auto picks cuda, then mps, then cpu, as does leaving it out; a resumed run without it keeps "
             "its own device"),
     _s("--threads", SYSTEM, "system", type=POSITIVE_INT, default=None,
-       help="CPU threads for torch (default: torch's choice)"),
+       help="CPU threads for torch (default: torch's choice, except one thread on the CPU at batch sizes "
+            "up to 32, where one thread trained faster than two)"),
     _s("--compile", group="system", action="store_true", default=False, help="torch.compile the model"),
     _s("--out", SYSTEM, "system", default="results", help="results root; the run goes in <out>/runs/<name>/"),
     _s("--name", SINGLE, "system", default=None, help="run folder name (default: made from the settings)"),
@@ -306,6 +332,22 @@ def devices_here():
 
 
 # ---------------------------------------------------------------------------- devices and resumed runs
+
+def flush_subnormals(on=True):
+    """Make the CPU treat subnormal floats (nonzero, below about 1.2e-38 in float32) as zero, in the
+    calling thread and in the worker threads torch starts after it; returns False where the processor
+    has no such switch. A struggling network's weights, gradients and momentum decay into that range,
+    where x86 arithmetic runs many times slower; a healthy run never holds such a number and computes
+    the same bits either way (tests/test_subnormals.py). GPUs need nothing: they compute subnormals at
+    full speed."""
+    return torch.set_flush_denormal(on)
+
+
+# At import, before any tensor work: the switch is per thread, and torch's worker threads copy it only
+# when they are created, so a later call reaches the calling thread alone (measured on this CPU: half of
+# a two-thread product kept its subnormals). Every script that trains or evaluates imports this module.
+flush_subnormals()
+
 
 def resolve_device(name):
     """The torch device for --device (None, not given, as auto); asking for one that is not there is an error."""

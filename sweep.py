@@ -603,6 +603,7 @@ def report(sweep, results, threads, args):
     timed = timing.timings(results, folder / f"{name}_timing.json", threads, args.retime, args.plot_only)
     title = f"{name}: {tables.describe_base(sweep)}"
     outputs = tables.write_sweep_tables(results, timed, folder / name, title, sweep)
+    outputs.append(tables.write_runs_csv(results, folder / name, sweep.target, sweep.column))
     outputs += plots.sweep_plots(results, timed, folder / name, title)
     if sweep.tuned:
         outputs.append(plots.lr_plot(results, folder / f"{name}_lr.png", title))

@@ -40,12 +40,17 @@ def seed_accs(result):
 
 
 def comparison(results):
-    """Each value against the best one (the highest mean final test accuracy), seed by seed:
-    ({label: 'best', 'within noise (p 0.31)' or 'lower (p 0.004)'}, what the comparison resolves:
-    {"seeds", "comparisons", "sd", "resolves"}, {} where nothing was compared). p is the paired t-test's
-    over the seeds both values completed, Holm-adjusted over the values compared; a value with fewer
-    than 2 completed seeds is not compared."""
-    accs = {r.label: seed_accs(r) for r in results}
+    """Each value against the best one (the highest mean final test accuracy), seed by seed: see
+    compare_accs."""
+    return compare_accs({r.label: seed_accs(r) for r in results})
+
+
+def compare_accs(accs):
+    """From {label: {seed: final test accuracy}}, each value against the best one (the highest mean),
+    seed by seed: ({label: 'best', 'within noise (p 0.31)' or 'lower (p 0.004)'}, what the comparison
+    resolves: {"seeds", "comparisons", "sd", "resolves"}, {} where nothing was compared). p is the
+    paired t-test's over the seeds both values completed, Holm-adjusted over the values compared; a
+    value with fewer than 2 completed seeds is not compared."""
     ranked = [label for label, a in accs.items() if len(a) >= 2]
     if not ranked:
         return {}, {}
@@ -253,6 +258,33 @@ def scaling_caption(args, base, fit, threads, growth, patient):
     if fit:
         caption += f" Fit of S = S_min (1 + B_crit / B): S_min {fit[0]:.0f} steps, B_crit {fit[1]:.0f}."
     return caption
+
+
+# The columns of <sweep>_runs.csv taken from each run's summary.json as they are.
+RUN_FIGURES = ("final_train_loss", "final_train_acc", "final_val_loss", "final_val_acc", "final_test_loss",
+               "final_test_acc", "train_seconds")
+
+
+def write_runs_csv(results, prefix, target, column):
+    """<prefix>_runs.csv: a row per run of the sweep, the tuning runs of each value and then its
+    comparison runs, with the figures its tables are computed from, in full precision, so that every
+    mean, spread and paired test of the tables can be recomputed from git alone. Returns its path."""
+    rows = []
+    for r in results:
+        for role, candidates in (("tuning", r.options), ("comparison", [r])):
+            rows += [_run_row(column, r.label, c.lr, seed, role, run, target)
+                     for c in candidates for run, seed in zip(c.runs, c.seeds)]
+    path = f"{prefix}_runs.csv"
+    write_csv(path, rows, list(rows[0]))
+    return path
+
+
+def _run_row(column, label, lr, seed, role, run, target):
+    summary = run["summary"] if run else {}
+    reached = to_target(run, target) if summary.get("status") == "completed" else None
+    return {column: label, "lr": f"{lr:g}", "seed": seed, "role": role, "status": summary.get("status", "missing"),
+            **{k: summary.get(k, "") for k in RUN_FIGURES},
+            f"epochs_to_{100 * target:g}%": reached[0] if reached else "", "run": run["dir"].name if run else ""}
 
 
 def write_tables(rows, prefix, caption, extra=None):

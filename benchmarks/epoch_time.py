@@ -6,7 +6,10 @@
 The project's side is the real trainer: train.train_epoch on tensors from dataloader.prepare, with the
 MLP, loss and optimizer from model.py and registry.py. The reference is the loop tutorials write:
 torchvision's MNIST with ToTensor and Normalize, a DataLoader, the same 784-256-64-10 ReLU MLP, SGD with
-momentum and cross-entropy. Both are timed alternately so that load from other processes hits both
+momentum and cross-entropy. Each batch size trains at a learning rate at which it trains (not one that
+collapses it: a collapsing network's time measures its numbers, not the loop), the rate that
+batch_scaling.py chose for the nearest batch size it measured (results/batch_scaling/batch_scaling.csv),
+for both loops alike. Both are timed alternately so that load from other processes hits both
 alike; the table reports medians and ratios, and the rate of useful arithmetic against a float32
 matrix-multiply peak measured in the same process with the same threads.
 
@@ -15,12 +18,14 @@ runner's first epoch is an untimed warm-up, the time-to-accuracy run is train.tr
 GPU the device is started (its context created) before anything is timed, and timed apart.
 """
 import argparse
+import csv
 import math
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 try:
     import resource  # POSIX only: on Windows the peak memory line says it was not measured
@@ -50,7 +55,8 @@ from model import MLP  # noqa: E402
 from registry import OPTIMIZERS  # noqa: E402
 
 HIDDEN = [256, 64]
-OPTIMIZER = OPTIMIZERS["momentum"]  # lr 0.05, momentum 0.9: the project's defaults, used by both loops
+OPTIMIZER = OPTIMIZERS["momentum"]  # momentum 0.9: the project's default, used by both loops
+RATES = ROOT / "results" / "batch_scaling" / "batch_scaling.csv"  # each batch size's rate, shown to train
 TARGET_ACC = 0.98
 
 
@@ -76,6 +82,22 @@ def parse_args():
     if args.quick:
         args.repeats, args.peak_size, args.no_compile = 1, 256, True
     return args
+
+
+def rates():
+    """{batch size: learning rate} of the committed batch-scaling study, the rate that reached 97%
+    validation accuracy in the fewest steps at each batch size it measured."""
+    try:
+        with RATES.open() as f:
+            return {int(row["batch_size"]): float(row["lr"]) for row in csv.DictReader(f)}
+    except (OSError, KeyError, ValueError) as e:
+        raise errors.UserError(f"{RATES}: cannot read the batch sizes' learning rates ({e}); restore it with "
+                               f"git checkout {RATES.relative_to(ROOT)}") from None
+
+
+def rate_for(batch_size, known):
+    """The rate of the nearest batch size in `known` (rates()), nearest on a log scale."""
+    return known[min(known, key=lambda b: abs(math.log(b / batch_size)))]
 
 
 def timed(fn, device):
@@ -123,27 +145,28 @@ def peak_rss_mb():
 class Project:
     """The project's trainer: each call runs one epoch of train.train_epoch on the prepared tensors."""
 
-    def __init__(self, tensors, batch_size, device, compiled=False, part=None):
-        argv = ["--hidden", ",".join(map(str, HIDDEN)), "--batch-size", str(batch_size), "--quiet",
-                "--schedule", "constant"] + (["--compile"] if compiled else [])  # lr fixed, as the reference's
+    def __init__(self, tensors, batch_size, lr, device, compiled=False, part=None):
+        argv = ["--hidden", ",".join(map(str, HIDDEN)), "--batch-size", str(batch_size), "--lr", str(lr),
+                "--quiet", "--schedule", "constant"] + (["--compile"] if compiled else [])  # lr fixed, as the reference's
         config = {**settings.parse_config(argv), "device": device}
         self.trainer = train.build_trainer(config, tensors, device)
         self.x, self.y = (t[:part] for t in tensors["train"])
-        self.epoch = 0
+        self.epoch, self.loss = 0, None
 
     def __call__(self):
         with tqdm(disable=True) as progress:
-            train.train_epoch(self.trainer, self.x, self.y, self.epoch, progress)
+            result = train.train_epoch(self.trainer, self.x, self.y, self.epoch, progress)
         self.epoch += 1
+        self.loss = result.loss_sum.item() / len(self.y)  # after timing stops: shows the network trains
 
 
 class Reference:
     """The common tutorial loop; each call runs `steps` steps from a fresh DataLoader iterator."""
 
-    def __init__(self, dataset, batch_size, steps, device):
+    def __init__(self, dataset, batch_size, lr, steps, device):
         torch.manual_seed(0)
         self.model = MLP(hidden=HIDDEN, activation="relu").to(device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=OPTIMIZER.lr, momentum=OPTIMIZER.momentum)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=OPTIMIZER.momentum)
         self.criterion = nn.CrossEntropyLoss()
         self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
         self.steps, self.device = steps, device
@@ -236,23 +259,34 @@ def load(args, device, folder):
             "import_rss": import_rss, "project_rss": project_rss}
 
 
+class Row(NamedTuple):
+    """One batch size's line of the table."""
+    batch_size: int
+    lr: float
+    project: float      # s/epoch
+    reference: float    # s/epoch
+    scaled: bool        # reference timed over part of an epoch
+    fraction: float     # of the matmul peak
+    loss: float         # the project's training loss in its last epoch
+
+
 def epoch_rows(args, setup, device, peaks):
-    """Per batch size: (batch size, project s/epoch, reference s/epoch, reference scaled?, fraction of
-    the matmul peak), the two sides alternating, the peak re-measured before each round."""
+    """Per batch size, a Row: the two sides alternating, the peak re-measured before each round."""
     n, rows = setup["n"], []
     flops = flops_per_epoch(MLP(hidden=HIDDEN), n)
     for bs in [n if s.strip() == "full" else min(int(s), n) for s in args.batch_sizes.split(",")]:
         steps_per_epoch = math.ceil(n / bs)
         ref_steps = min(steps_per_epoch, max(1, math.ceil(args.ref_fraction * steps_per_epoch)))
         say(f"batch size {bs}: project epochs and {ref_steps} of {steps_per_epoch} reference steps, alternating")
+        lr = rate_for(bs, setup["rates"])
+        runners = [Project(setup["tensors"], bs, lr, device), Reference(setup["reference"], bs, lr, ref_steps, device)]
         _, (project, reference) = interleaved(
-            [Project(setup["tensors"], bs, device), Reference(setup["reference"], bs, ref_steps, device)],
-            args.repeats, device, between=lambda: peaks.append(matmul_gflops(device, args.peak_size)))
+            runners, args.repeats, device, between=lambda: peaks.append(matmul_gflops(device, args.peak_size)))
         # Each epoch against the peak measured just before it, so that both saw the same load.
         fraction = statistics.median(flops / seconds / 1e9 / round_peak
                                      for seconds, round_peak in zip(project, peaks[-args.repeats:]))
-        rows.append((bs, statistics.median(project), statistics.median(reference) * steps_per_epoch / ref_steps,
-                     ref_steps < steps_per_epoch, fraction))
+        rows.append(Row(bs, lr, statistics.median(project), statistics.median(reference) * steps_per_epoch / ref_steps,
+                        ref_steps < steps_per_epoch, fraction, runners[0].loss))
     return rows
 
 
@@ -263,7 +297,8 @@ def thread_rows(args, setup, device, sizes, threads):
     part = min(setup["n"], max(max(sizes), math.ceil(args.ref_fraction * setup["n"])))
     for bs in sizes:
         say(f"batch size {bs}: threads {counts}, alternating")
-        runners = [with_threads(c, Project(setup["tensors"], bs, device, part=part)) for c in counts]
+        lr = rate_for(bs, setup["rates"])
+        runners = [with_threads(c, Project(setup["tensors"], bs, lr, device, part=part)) for c in counts]
         _, seconds = interleaved(runners, args.repeats, device)
         torch.set_num_threads(threads)
         rows.append((bs, {c: statistics.median(s) * setup["n"] / part for c, s in zip(counts, seconds)}))
@@ -275,8 +310,9 @@ def compile_rows(args, setup, device, sizes):
     rows = []
     for bs in sizes:
         say(f"batch size {bs}: torch.compile against eager, alternating (the first compiled epoch compiles)")
+        lr = rate_for(bs, setup["rates"])
         warm, (eager, compiled) = interleaved(
-            [Project(setup["tensors"], bs, device), Project(setup["tensors"], bs, device, compiled=True)],
+            [Project(setup["tensors"], bs, lr, device), Project(setup["tensors"], bs, lr, device, compiled=True)],
             args.repeats, device)
         rows.append((bs, statistics.median(eager), statistics.median(compiled), warm[1] - statistics.median(compiled)))
     return rows
@@ -289,13 +325,19 @@ def print_table(args, setup, device, rows, threads):
     print(f"Epoch time, {n} training images, 784-{'-'.join(map(str, HIDDEN))}-10 ReLU MLP, SGD momentum, "
           f"cross-entropy ({where}; torch {torch.__version__})")
     print(f"Medians of {args.repeats} epochs after a warm-up epoch; project and reference alternate.\n")
-    print("| batch size | project s/epoch | reference s/epoch | reference / project | project GFLOP/s | of matmul peak |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for bs, p, r, scaled, fraction in rows:
-        label = f"{bs} (full)" if bs == n else str(bs)
-        print(f"| {label} | {p:.2f} | {r:.1f}{'*' if scaled else ''} | {r / p:.1f}x | {flops / p / 1e9:.1f} | "
-              f"{fraction:.0%} |")
-    if any(row[3] for row in rows):
+    print("| batch size | lr | project s/epoch | reference s/epoch | reference / project | project GFLOP/s | "
+          "of matmul peak | project train loss |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        p, r = row.project, row.reference
+        label = f"{row.batch_size} (full)" if row.batch_size == n else str(row.batch_size)
+        print(f"| {label} | {row.lr:g} | {p:.2f} | {r:.1f}{'*' if row.scaled else ''} | {r / p:.1f}x | "
+              f"{flops / p / 1e9:.1f} | {row.fraction:.0%} | {row.loss:.3f} |")
+    print(f"\nlr: each batch size's constant rate (momentum {OPTIMIZER.momentum}) for both loops, the rate "
+          f"batch_scaling.py chose for the nearest batch size it measured ({RATES.relative_to(ROOT)}); "
+          f"project train loss: the mean training loss of the project's last timed epoch (from "
+          f"{math.log(10):.3f} at chance: the network trains).")
+    if any(row.scaled for row in rows):
         print(f"\n* reference timed over {args.ref_fraction:g} of an epoch (at least one step) from a fresh "
               f"DataLoader iterator and scaled to a whole epoch by its number of steps.")
     print(f"\nWork: {flops / 1e9:.1f} GFLOP per epoch, counted as 6 * N * sum(in * out) over the linear layers "
@@ -364,15 +406,15 @@ def main():
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         device_start = start_device(device)
-        setup = {**load(args, device, tmp), "device_start": device_start}
+        setup = {**load(args, device, tmp), "device_start": device_start, "rates": rates()}
         peaks = [matmul_gflops(device, args.peak_size)]
         rows = epoch_rows(args, setup, device, peaks)
-        sizes = [bs for bs in (64, 256) if bs <= setup["n"]] or [rows[0][0]]
+        sizes = [bs for bs in (16, 64, 256) if bs <= setup["n"]] or [rows[0].batch_size]
         extras = []
-        if device == "cpu":
+        if device == "cpu":  # small batches too: there one thread may beat two
             extras += thread_lines(*thread_rows(args, setup, device, sizes, threads), threads, torch_default)
         if not args.no_compile:
-            extras += compile_lines(compile_rows(args, setup, device, sizes))
+            extras += compile_lines(compile_rows(args, setup, device, [bs for bs in sizes if bs >= 64] or sizes))
         say("time to accuracy: training train.py's default configuration")
         extras.append(accuracy_line(*time_to_accuracy(args, device, Path(tmp) / "runs")))
         print_table(args, setup, device, rows, threads)

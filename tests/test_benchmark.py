@@ -22,7 +22,19 @@ def test_benchmark_runs_at_tiny_sizes(tmp_path):
                         "--batch-sizes", "16,64,full", "--threads", "1", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "| batch size | project s/epoch | reference s/epoch |" in out
-    assert "| 300 (full) |" in out and "| 16 |" in out and "| 64 |" in out
-    for line in ("Matmul peak:", "Start-up", "Peak memory", "Threads at batch size 64", "Time to 98% test accuracy"):
+    assert "| batch size | lr | project s/epoch | reference s/epoch |" in out
+    # each row at the rate the batch-scaling study chose for the nearest size it measured
+    known = epoch_time.rates()
+    assert known[16] != known[8192]
+    assert f"| 16 | {known[16]:g} |" in out and f"| 64 | {known[64]:g} |" in out
+    assert f"| 300 (full) | {epoch_time.rate_for(300, known):g} |" in out
+    for line in ("Matmul peak:", "Start-up", "Peak memory", "Threads at batch size 16", "Threads at batch size 64",
+                 "Time to 98% test accuracy"):
         assert line in out
+
+
+def test_each_batch_size_takes_the_rate_of_the_nearest_size_measured():
+    known = {16: 0.01, 128: 0.05, 8192: 0.2}
+    assert epoch_time.rate_for(16, known) == 0.01
+    assert epoch_time.rate_for(60_000, known) == 0.2
+    assert epoch_time.rate_for(40, known) == 0.01 and epoch_time.rate_for(50, known) == 0.05  # log scale

@@ -269,3 +269,18 @@ def test_label_noise_flips_a_fixed_fraction_of_training_labels_to_other_classes(
     assert changed.sum() == 200 and noisy.min() >= 0 and noisy.max() <= 9
     assert torch.equal(noisy, dataloader.noisy_labels(y, 0.2))  # the same images and classes every run
     assert torch.equal(dataloader.noisy_labels(y, 0.0), y)
+
+
+@pytest.mark.parametrize("batch_size, threads", [(16, 1), (64, 2)])
+def test_small_batches_train_on_one_thread_unless_told(tiny_data, tmp_path, batch_size, threads):
+    """Without --threads, a CPU run at batch 32 or less takes one thread (measured faster there); larger
+    batches keep torch's choice, and --threads always wins."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        run_dir, _ = train.train(tiny_config(tiny_data, tmp_path, batch_size=batch_size, epochs=1, threads=None))
+        assert runs.read_config(run_dir)["environment"]["threads"] == threads
+        run_dir, _ = train.train(tiny_config(tiny_data, tmp_path, batch_size=batch_size, epochs=1, threads=2))
+        assert runs.read_config(run_dir)["environment"]["threads"] == 2
+    finally:
+        torch.set_num_threads(before)

@@ -1,10 +1,17 @@
-"""The README stays true: its set-up commands match CI, its tables match the registry and the results."""
+"""The README and the report stay true: the README's set-up commands match CI and its tables the registry,
+the report's tables match the committed results, the README stays a manual read in one sitting, and
+every relative link of either resolves."""
+import re
+import unicodedata
+
 import pytest
 
 from conftest import ROOT
 from registry import ACTIVATIONS, LOSSES, OPTIMIZERS
 
 README = (ROOT / "README.md").read_text()
+REPORT = (ROOT / "REPORT.md").read_text()
+README_MAX_LINES = 420  # the manual a newcomer reads in one sitting; results go to REPORT.md
 
 
 def setup_commands():
@@ -45,7 +52,7 @@ def table_rows(text):
 
 
 SWEEP = ("lr", "final_test_acc_%", "vs_best", "epochs_to_97%", "seconds_per_epoch", "time_vs_fastest")
-# The committed tables the README repeats, and the columns it repeats of each.
+# The committed tables the report repeats, and the columns it repeats of each.
 TABLES = {"batch_size": SWEEP, "batch_size_fixed_lr": SWEEP, "activation": SWEEP, "loss": SWEEP, "optimizer": SWEEP,
           "best_mnist": ("final_test_acc_%", "vs_best", "total_train_seconds"),
           "best_mnist_augmented": ("final_test_acc_%", "vs_best", "total_train_seconds"),
@@ -54,18 +61,18 @@ TABLES = {"batch_size": SWEEP, "batch_size_fixed_lr": SWEEP, "activation": SWEEP
 
 
 @pytest.mark.parametrize("sweep", list(TABLES))
-def test_readme_sweep_tables_are_the_committed_results(sweep):
-    """Each README results row repeats the committed table's figures, column for column."""
+def test_report_sweep_tables_are_the_committed_results(sweep):
+    """Each report results row repeats the committed table's figures, column for column."""
     table = (ROOT / "results" / sweep / f"{sweep}.md").read_text()
     columns = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
     committed = {row[0]: [row[columns.index(c)] for c in TABLES[sweep]] for row in table_rows(table)}
-    shown = table_rows(README[README.index(f"(results/{sweep}/{sweep}.md)"):])
+    shown = table_rows(REPORT[REPORT.index(f"(results/{sweep}/{sweep}.md)"):])
     assert {row[0]: row[1:] for row in shown} == committed
 
 
-def test_readme_grid_table_is_the_committed_grids():
-    """The README's activation x loss table repeats both committed grids, cell by cell."""
-    shown = table_rows(README[README.index("| hidden | activation |"):])
+def test_report_grid_table_is_the_committed_grids():
+    """The report's activation x loss table repeats both committed grids, cell by cell."""
+    shown = table_rows(REPORT[REPORT.index("| hidden | activation |"):])
     for hidden, name in (("256,128", "act_loss_h256x128"), ("128", "act_loss_h128")):
         grid = table_rows((ROOT / "results" / name / f"{name}_grid.md").read_text())
         mine = [row[1:] for row in shown if row[0] == hidden]
@@ -74,3 +81,67 @@ def test_readme_grid_table_is_the_committed_grids():
             assert readme_row[0] == grid_row[0]
             for readme_cell, grid_cell in zip(readme_row[1:], grid_row[1:]):
                 assert readme_cell == grid_cell or ("diverged" in readme_cell and "diverged" in grid_cell)
+
+
+def test_readme_is_a_manual_read_in_one_sitting():
+    assert len(README.splitlines()) <= README_MAX_LINES
+
+
+def without_code_blocks(text):
+    """text with its fenced code blocks removed: a '#' there is a shell comment, a '](' no link."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+def slug(heading):
+    """The anchor GitHub gives a heading: link syntax and code marks dropped, lower case, every character
+    but letters, digits, '-', '_' and spaces removed, spaces turned into '-'."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).lower()
+    kept = "".join(c for c in text if c in "-_ " or unicodedata.category(c)[0] == "L" or unicodedata.category(c) == "Nd")
+    return kept.replace(" ", "-")
+
+
+def anchors(text):
+    """The anchors of a Markdown file's headings, a repeated one numbered as GitHub numbers it."""
+    seen = {}
+    for heading in re.findall(r"^#+ (.+)$", without_code_blocks(text), flags=re.M):
+        base = slug(heading)
+        seen[base] = seen.get(base, -1) + 1
+        yield base if seen[base] == 0 else f"{base}-{seen[base]}"
+
+
+def relative_links(text):
+    """The targets of a Markdown file's links outside code blocks, other than web and mail addresses."""
+    targets = re.findall(r"\[[^\]]*\]\(([^)\s]+)\)", without_code_blocks(text))
+    return [t for t in targets if not re.match(r"[a-z]+:", t)]
+
+
+def test_slug_is_githubs():
+    assert slug("The course-lab grid: activation × loss, one and two hidden layers") == \
+        "the-course-lab-grid-activation--loss-one-and-two-hidden-layers"
+    assert slug("The data: `python dataloader.py`") == "the-data-python-dataloaderpy"
+    assert list(anchors("# A\n```\n# not a heading\n```\n## A\n")) == ["a", "a-1"]
+
+
+@pytest.mark.parametrize("name", ["README.md", "REPORT.md"])
+def test_every_relative_link_resolves(name):
+    """Each relative link of the README and the report names a file that exists and, into a Markdown
+    file, an anchor one of its headings makes."""
+    text = (ROOT / name).read_text()
+    links = relative_links(text)
+    assert links
+    broken = []
+    for link in links:
+        path, _, anchor = link.partition("#")
+        target = ROOT / (path or name)
+        if not target.is_file():
+            broken.append(link)
+        elif anchor and (target.suffix != ".md" or anchor not in set(anchors(target.read_text()))):
+            broken.append(link)
+    assert not broken
+
+
+def test_readme_links_every_report_section():
+    sections = [slug(h) for h in re.findall(r"^## (.+)$", without_code_blocks(REPORT), flags=re.M)]
+    assert sections
+    missing = [s for s in sections if f"(REPORT.md#{s})" not in README]
+    assert not missing

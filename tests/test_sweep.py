@@ -411,3 +411,20 @@ def test_a_grid_figure_gives_each_column_value_a_colour_and_each_row_value_a_lin
     assert len({colour for colour, _ in drawn}) == 3 and len({style for _, style in drawn}) == 2
     assert drawn[0][0] == drawn[3][0] and drawn[0][1] != drawn[3][1]  # sigmoid: one colour, two depths
     assert plots.grid_styles([SimpleNamespace(label="a"), SimpleNamespace(label="b")]) == plots.styles(2)
+
+
+@pytest.mark.slow
+def test_the_per_run_csv_holds_every_run_and_recomputes_the_table(tuned):
+    """<sweep>_runs.csv: the 8 tuning runs and 4 comparison runs, each with its seed, rate and role; the
+    table's means and vs_best marks follow from it alone (test_recompute checks the committed ones)."""
+    from test_recompute import check_against_table
+    _, out, _ = tuned
+    path = out / "activation" / "activation_runs.csv"
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["role"] for row in rows).count("comparison") == 4
+    assert len([r for r in rows if r["role"] == "tuning"]) in (8, 10, 12)  # widened once per value at most
+    assert {int(r["seed"]) for r in rows if r["role"] == "tuning"} == {0, 1}
+    assert {int(r["seed"]) for r in rows if r["role"] == "comparison"} == {2, 3}
+    assert len({r["run"] for r in rows}) == len(rows)
+    check_against_table(path)

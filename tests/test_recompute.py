@@ -1,0 +1,72 @@
+"""Every committed sweep table is recomputable from its per-run CSV (<sweep>_runs.csv): the mean ± std
+of the final test accuracy and the paired, Holm-adjusted vs_best marks, from git alone."""
+import csv
+import statistics
+from pathlib import Path
+
+import pytest
+
+import tables
+from conftest import ROOT
+
+COMMITTED = sorted((ROOT / "results").glob("*/*_runs.csv"))
+
+
+def read_md(path):
+    """A markdown table's rows as dicts (its caption left out)."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.startswith("| ")]
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:]]
+
+
+def recompute(runs_csv):
+    """{value: (final test accuracy '%' mean ± std, vs_best mark)} from a per-run CSV's comparison runs."""
+    with open(runs_csv) as f:
+        rows = list(csv.DictReader(f))
+    column = next(iter(rows[0]))
+    accs = {}
+    for row in rows:
+        if row["role"] == "comparison":
+            seeds = accs.setdefault(row[column], {})
+            if row["status"] == "completed":
+                seeds[int(row["seed"])] = float(row["final_test_acc"])
+    marks, _ = tables.compare_accs(accs)
+    return {label: (tables.mean_std(list(a.values()), 100), marks.get(label, "")) for label, a in accs.items()}
+
+
+def check_against_table(runs_csv):
+    table = read_md(str(runs_csv).replace("_runs.csv", ".md"))
+    column = next(iter(table[0]))
+    again = recompute(runs_csv)
+    assert set(again) == {row[column] for row in table}
+    for row in table:
+        assert again[row[column]] == (row["final_test_acc_%"], row["vs_best"]), row[column]
+
+
+@pytest.mark.parametrize("runs_csv", COMMITTED, ids=[p.parent.name for p in COMMITTED])
+def test_a_committed_table_is_recomputed_from_its_runs(runs_csv):
+    check_against_table(runs_csv)
+
+
+def test_the_recomputation_sees_a_changed_seed(tmp_path):
+    """The check can fail: one comparison run's accuracy changed in a copy of a committed CSV moves the
+    recomputed mean away from the table's."""
+    if not COMMITTED:
+        pytest.skip("no committed per-run CSV")
+    source = COMMITTED[0]
+    copy = tmp_path / source.parent.name / source.name
+    copy.parent.mkdir()
+    (copy.parent / source.name.replace("_runs.csv", ".md")).write_text(
+        Path(str(source).replace("_runs.csv", ".md")).read_text())
+    lines = source.read_text().splitlines()
+    header = lines[0].split(",")
+    at = header.index("final_test_acc")
+    for i, line in enumerate(lines[1:], 1):
+        cells = line.split(",")
+        if cells[header.index("role")] == "comparison" and cells[header.index("status")] == "completed":
+            cells[at] = str(float(cells[at]) - 0.05)
+            lines[i] = ",".join(cells)
+            break
+    copy.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AssertionError):
+        check_against_table(copy)
