@@ -11,7 +11,8 @@ subset, validation and test accuracy, and the distance between each SGD run's we
 run's (same seed and rate). A script of its own, not a sweep: descent takes one step per epoch, and
 train.py's evaluation and checkpoint after every epoch would cost several times its steps. Further
 train.py flags (--hidden, --loss, ...) set the runs; --optimizer, --schedule and --batch-size are its own.
-Writes results/sgd_vs_gd/sgd_vs_gd_runs.csv (every run) and sgd_vs_gd.csv/.md (mean ± std over seeds).
+Writes results/sgd_vs_gd/sgd_vs_gd_every_run.csv (every run; not a sweep's <sweep>_runs.csv) and
+sgd_vs_gd.csv/.md (mean ± std over seeds).
 """
 import argparse
 import math
@@ -141,7 +142,7 @@ def main(argv=None):
     rows = study(args, extra)
     folder = Path(settings.build_parser().parse_args(extra).out) / args.name
     folder.mkdir(parents=True, exist_ok=True)
-    tables.write_csv(folder / f"{args.name}_runs.csv", rows, list(rows[0]))
+    tables.write_csv(folder / f"{args.name}_every_run.csv", rows, list(rows[0]))
     caption = (f"{args.name}: plain SGD at a constant rate, {args.train_size} training images, seeds "
                f"{', '.join(map(str, args.seeds))}, lr x steps = {args.time:g} for every run; each seed's runs "
                "start from the same weights. distance_to_gd: Euclidean distance over all weights and biases "

@@ -9,7 +9,7 @@ import torch
 
 import sgd_vs_gd
 import sweep
-from conftest import TINY_SWEEP
+from conftest import ROOT, TINY_SWEEP
 from errors import UserError
 
 
@@ -25,7 +25,7 @@ def test_study_pairs_sgd_with_descent_from_the_same_start(tiny_data, tmp_path):
     flags = ["--no-verify", "--val-split", "100", "--hidden", "32", "--data-dir", str(tiny_data), "--out", str(tmp_path)]
     sgd_vs_gd.main(["--train-size", "200", "--lr", "0.1", "--factors", "1,0.5", "--time", "2",
                     "--batch-sizes", "50", "--seeds", "0,1", *flags])
-    with open(tmp_path / "sgd_vs_gd" / "sgd_vs_gd_runs.csv") as f:
+    with open(tmp_path / "sgd_vs_gd" / "sgd_vs_gd_every_run.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and all(r["same_start"] == "True" and r["status"] == "completed" for r in rows)
     for r in rows:  # lr x steps is the same for every run; full batch is its own reference
@@ -52,3 +52,22 @@ def test_activation_stats_sweep_draws_its_figure(tiny_data, tmp_path):
     assert [(r["activation"], r["epoch"]) for r in rows] == [(a, e) for a in ("relu", "tanh") for e in "012"]
     assert [r["zero_fraction_1"] for r in rows if r["activation"] == "tanh"] == ["0.0"] * 3  # tanh is never exactly 0
     assert rows[0]["train_loss"] == "" and float(rows[1]["train_loss"]) > 0  # epoch 0: the init_ measurements only
+
+
+def _number(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def test_committed_table_is_recomputed_from_its_runs():
+    """results/sgd_vs_gd/sgd_vs_gd.md, as REPORT.md quotes it, from the committed per-run CSV alone."""
+    folder = ROOT / "results" / "sgd_vs_gd"
+    with open(folder / "sgd_vs_gd_every_run.csv") as f:
+        rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    table = [line for line in (folder / "sgd_vs_gd.md").read_text().splitlines() if line.startswith("| ")][1:]
+    again = [f"| {' | '.join(str(v) for v in row.values())} |" for row in sgd_vs_gd.summary_rows(rows)]
+    assert again == table
