@@ -89,8 +89,7 @@ def dead_units(model, x):
 def activation_stats(model, x):
     """Per hidden layer, over every unit and every input in x: the fraction of activations that are exactly
     0 (ReLU's sparsity, dead units included; Glorot et al. 2011 count about half at initialisation) and the
-    mean activation
-    (how far from centred on zero the layer's output is), as {"zero_fraction": [...],
+    mean activation (how far from centred on zero the layer's output is), as {"zero_fraction": [...],
     "mean_activation": [...]}, input side first."""
     totals = None  # per layer: the sums over inputs of each input's fraction of zeros and its mean
     for outputs in hidden_outputs(model, x):

@@ -177,22 +177,21 @@ SETTINGS = (
     Setting("--noise-scale", RUN, "measurement", dict(
         action="store_true", default=False,
         help="log the gradient noise scale B_simple of McCandlish et al. (2018) after each epoch"), keyed_when_set=True),
+    # Every epoch, not only the last: an early-stopped run's end point is known only once it stopped, and
+    # the best-validation epoch's row then has its own figure.
     Setting("--sharpness", RUN, "measurement", dict(
         action="store_true", default=False,
-        help="log the sharpness at initialisation and after each epoch: the largest eigenvalue of the "
-             "training loss' Hessian with respect to all weights, over the first 2048 training images in "
-             "eval mode, by power iteration on Hessian-vector products (up to 100 of them, each about a "
-             "forward and two backward passes over those images), and the steps it took (see "
-             "diagnostics.sharpness). Every epoch, not only the last: the end point of an early-stopped run "
-             "is known only once it stopped, and the best-validation epoch's row then has its own"),
+        help="log the largest eigenvalue of the training loss' Hessian (all weights, the first 2048 "
+             "training images, eval mode) at initialisation and after each epoch, by power iteration on "
+             "Hessian-vector products, and the steps it took (see diagnostics.sharpness)"),
         keyed_when_set=True),
+    # A flag of its own, not part of --diagnostics: runs trained with --diagnostics before it existed keep
+    # their run key, and a reused one would lack these figures.
     Setting("--activation-stats", RUN, "measurement", dict(
         action="store_true", default=False,
         help="log, per hidden layer over the validation images (the first 5000 training images with "
-             "--val-split 0), the fraction of activations that are "
-             "exactly 0 (sparsity) and the mean activation (centring), at initialisation and after each "
-             "epoch. A flag of its own, not part of --diagnostics: runs trained with --diagnostics before it "
-             "existed keep their run key, and a reused one would lack these figures"),
+             "--val-split 0), the fraction of activations that are exactly 0 (sparsity) and the mean "
+             "activation (centring), at initialisation and after each epoch"),
         keyed_when_set=True),
 
     # None, not "auto", by default: --resume tells a --device not given from an asked-for auto.
