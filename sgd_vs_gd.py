@@ -1,7 +1,7 @@
 """SGD against full-batch gradient descent from the same initial weights, at the same learning rate
 times steps.
 
-    python sgd_vs_gd.py --train-size 2048 --lr 0.2 --time 32 --batch-sizes 32,128 --seeds 2,3
+    python sgd_vs_gd.py      # the study of REPORT.md: --train-size 2048 --lr 0.4 --time 76.8 --batch-sizes 32,128 --seeds 2,3
 
 For each seed, rate (--lr times each of --factors) and batch size (each of --batch-sizes, then the whole
 training subset: gradient descent), plain SGD at a constant rate takes time / rate steps from the seed's
@@ -78,11 +78,15 @@ def check_steps(args):
                                        f"whole number of epochs at batch {batch}: choose --time so that it is")
 
 
-def study(args, extra):
-    """Every (seed, factor, batch size) run, full batch first; returns the per-run rows."""
-    base = settings.make_config(settings.build_parser().parse_args(
+def base_config(args, extra):
+    """train.py's config for the runs: the further flags, then what this script sets."""
+    return settings.make_config(settings.build_parser().parse_args(
         [*extra, "--train-size", str(args.train_size), "--optimizer", "sgd", "--schedule", "constant",
          "--threads", str(args.threads), "--device", "cpu", "--quiet"]))
+
+
+def study(args, base):
+    """Every (seed, factor, batch size) run, full batch first; returns the per-run rows."""
     torch.set_num_threads(args.threads)
     _, tensors = dataloader.for_run(base, "cpu")
     rows = []
@@ -123,14 +127,19 @@ def summary_rows(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)  # --batch-size is not --batch-sizes
+    parser = argparse.ArgumentParser(  # no abbreviations: train.py's --batch-size is not --batch-sizes
+        description=__doc__.split("\n\n")[0], allow_abbrev=False,
+        epilog="Any other train.py flag (python train.py --help) sets every run, e.g. --hidden 128 or --loss mse.")
     parser.add_argument("--train-size", type=int, default=2048, help="training images (a class-balanced subset)")
-    parser.add_argument("--lr", type=float, default=0.2, help="the rate that the factors scale")
-    parser.add_argument("--factors", type=lambda t: [float(f) for f in t.split(",")], default=[1, 0.25, 0.0625])
-    parser.add_argument("--time", type=float, default=32.0, help="learning rate times steps, the same for every run")
+    parser.add_argument("--lr", type=float, default=0.4, help="the rate that the factors scale")
+    parser.add_argument("--factors", type=lambda t: [float(f) for f in t.split(",")], default=[1, 0.25, 0.0625],
+                        help="the rates tried, as factors of --lr, e.g. 1,0.25,0.0625")
+    parser.add_argument("--time", type=float, default=76.8,
+                        help="learning rate times steps, the same for every run: a whole number of epochs at each")
     parser.add_argument("--batch-sizes", type=lambda t: [int(b) for b in t.split(",")], default=[32, 128],
                         help="SGD's batch sizes, compared with full batch")
-    parser.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[2, 3])
+    parser.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[2, 3],
+                        help="each seed fixes the initial weights that its runs share")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="sgd_vs_gd", help="results/<name>/<name>.md and .csv")
     args, extra = parser.parse_known_args(argv)
@@ -138,9 +147,10 @@ def main(argv=None):
     if taken:
         raise errors.UserError(f"{taken[0]} is set by sgd_vs_gd.py itself (plain SGD, constant rate, "
                                "the batch sizes of --batch-sizes and full batch): leave it out")
+    base = base_config(args, extra)
     check_steps(args)
-    rows = study(args, extra)
-    folder = Path(settings.build_parser().parse_args(extra).out) / args.name
+    rows = study(args, base)
+    folder = Path(base["out"]) / args.name
     folder.mkdir(parents=True, exist_ok=True)
     tables.write_csv(folder / f"{args.name}_every_run.csv", rows, list(rows[0]))
     caption = (f"{args.name}: plain SGD at a constant rate, {args.train_size} training images, seeds "
