@@ -71,3 +71,13 @@ def test_committed_table_is_recomputed_from_its_runs():
     table = [line for line in (folder / "sgd_vs_gd.md").read_text().splitlines() if line.startswith("| ")][1:]
     again = [f"| {' | '.join(str(v) for v in row.values())} |" for row in sgd_vs_gd.summary_rows(rows)]
     assert again == table
+
+
+def test_vs_descent_pairs_each_sgd_run_with_descent_of_its_seed_and_rate():
+    def row(seed, factor, batch, val, status="completed"):
+        return {"seed": seed, "factor": factor, "batch_size": batch, "val_acc": val, "status": status}
+    rows = [row(0, 1, 200, 0.90), row(0, 1, 50, 0.92), row(1, 1, 200, 0.80), row(1, 1, 50, 0.825),
+            row(0, 0.5, 200, 0.90), row(0, 0.5, 50, 0.5, "diverged")]
+    diffs, adjusted, resolves = sgd_vs_gd.vs_descent(rows)
+    assert diffs.keys() == {(1, 50)} and diffs[1, 50] == pytest.approx([2.0, 2.5])
+    assert adjusted.keys() == {(1, 50)} and 0 < adjusted[1, 50] < 1 and resolves > 0
