@@ -8,6 +8,8 @@ if __name__ == "__main__":
 
 import sweep  # noqa: E402
 
+SETTING, VALUES = "batch_size", [16, 32, 64, 128, 256]
+DEFAULTS = dict(lr_scaling="linear", tune_lr=sweep.TUNE, seeds=sweep.SEEDS)  # the sweep options' own
+
 if __name__ == "__main__":
-    sweep.cli("batch_size", [16, 32, 64, 128, 256], __doc__, lr_scaling="linear", tune_lr=sweep.TUNE,
-              seeds=sweep.SEEDS)
+    sweep.cli(SETTING, VALUES, __doc__, **DEFAULTS)

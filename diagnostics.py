@@ -24,15 +24,16 @@ SHARPNESS_SAMPLES, SHARPNESS_ITERATIONS, SHARPNESS_TOL = 2048, 100, 1e-4
 MEASUREMENTS = ("diagnostics", "noise_scale", "sharpness", "activation_stats")  # the settings measure() answers
 
 
-def measure(trainer, tensors, epoch):
-    """The measurements the run's config asks for, as keys of the epoch's row (none: {})."""
+def measure(trainer, tensors, epoch, seed):
+    """The measurements the run's config asks for, as keys of the epoch's row (none: {}); seed is the
+    epoch's own (train.epoch_seed), from which the measurements draw a stream apart."""
     config, row = trainer.config, {}
     if not any(config.get(name) for name in MEASUREMENTS):
         return row
     x, y = tensors["train"]
     probe = tensors["val"][0] if tensors["val"] else x[:5000]  # the images activations are looked at on
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        generator = torch.Generator(device=x.device).manual_seed(config["seed"] * 100_003 + epoch + 17)
+        generator = torch.Generator(device=x.device).manual_seed(seed + 17)
         if config.get("diagnostics"):
             pick = torch.randperm(len(y), generator=generator, device=x.device)[:GRAD_SAMPLES]
             if epoch == 0:

@@ -8,5 +8,8 @@ if __name__ == "__main__":
 import sweep  # noqa: E402
 from registry import LOSSES  # noqa: E402
 
+SETTING, VALUES = "loss", list(LOSSES)
+DEFAULTS = dict(tune_lr=sweep.TUNE, seeds=sweep.SEEDS)  # the sweep options' own
+
 if __name__ == "__main__":
-    sweep.cli("loss", list(LOSSES), __doc__, tune_lr=sweep.TUNE, seeds=sweep.SEEDS)
+    sweep.cli(SETTING, VALUES, __doc__, **DEFAULTS)

@@ -137,6 +137,13 @@ def _log_axis(ax, low, high, axis="y"):
     getattr(ax, f"{axis}axis").set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
+def plain_ticks(ax):
+    """Plain-number tick labels (16, 1024, 0.05), not powers, on both of ax's log axes, no minor labels."""
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def _mark_leaving(ax, x, mean, high, text, style):
     """Mark where an off-scale curve leaves the top of the axis (or its first point), and name it."""
     if not len(mean):

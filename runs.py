@@ -1,4 +1,4 @@
-"""Run folders: writing them safely and reading them back.
+"""Run folders: their format, starting one, and reading it back.
 
 A run is a folder <out>/runs/<name>/ holding
   config.json    every setting, the versions, the data checksum (written once, at the start)
@@ -6,12 +6,15 @@ A run is a folder <out>/runs/<name>/ holding
   steps.csv      the training loss averaged over every few steps
   summary.json   status (running, completed, diverged, interrupted, failed) and the final figures
   model.pt       weights, optimizer and random state (CPU and device) of the last finished epoch
-Plots and tables read only these files. <out>/runs/.claims/ holds the locks of the processes writing:
-one per run key, so that two processes never train the same settings at once (claim), and one per run
-folder, so that no two processes ever write the same folder (hold). Readers take no lock.
+A run of the batch-scaling study (batch_scaling.py) shares <out>/runs/ with another layout: config.json
+(with a "study" entry: its target, step budget and evaluation growth, which its run key includes),
+evals.csv (step, seconds, train_loss, val_loss, val_acc at each evaluation) and summary.json (status,
+reached, steps, seconds, best_val_acc, test_acc, ...), with no metrics.jsonl, steps.csv or model.pt.
+Plots and tables read only these files; <out>/runs/.claims/ holds the locks of the processes writing
+them (claims.py). Every file is written whole or not at all (files.py).
 
 This module is the format of that folder: starting one, what a checkpoint holds, trimming the logs back
-to a checkpoint for a resume, the summary, and the claims; train.py fills it, tables and plots read it.
+to a checkpoint for a resume, the summary; train.py fills it, tables and plots read it.
 """
 import contextlib
 import hashlib
@@ -19,55 +22,22 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import time
 import warnings
 from pathlib import Path
 
-import filelock
 import torch
 
+import claims
 import errors
+import files
 from errors import UserError
 
 FORMAT_VERSION = 2
+read_jsonl = files.read_jsonl  # metrics.jsonl's reader, as benchmarks/epoch_time.py calls it
 FINISHED = ("completed", "diverged")
 ROOT = Path(__file__).resolve().parent
-
-
-def write_atomic(path, write):
-    """Call write(tmp_path), then rename tmp onto path, so readers never see a half-written file and a
-    failed write leaves the previous file whole."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with _naming(path):
-            write(tmp)
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _naming(path):
-    """Make an OSError raised while writing path name path: a failed write() names no file, and the
-    temporary file's name would mean nothing to the user."""
-    try:
-        yield
-    except OSError as e:
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-
-
-def _write_text(path, text, mode="w"):
-    """Write (mode "w") or append (mode "a") text to path."""
-    with open(path, mode) as f:
-        f.write(text)
-
-
-def write_json(path, obj):
-    """Write obj as indented JSON, atomically."""
-    write_atomic(path, lambda tmp: _write_text(tmp, json.dumps(obj, indent=2) + "\n"))
 
 
 def save_checkpoint(path, checkpoint):
@@ -82,61 +52,16 @@ def save_checkpoint(path, checkpoint):
                 if isinstance(e.__context__, OSError):
                     raise e.__context__ from None
                 raise
-    write_atomic(path, write)
-
-
-def append_jsonl(path, obj):
-    """Append one JSON line and flush it to disk."""
-    with _naming(path), open(path, "a") as f:
-        f.write(json.dumps(obj) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_jsonl(path, rows):
-    """Write rows as JSON lines, atomically (used to trim a log back to its checkpoint)."""
-    write_atomic(path, lambda tmp: _write_text(tmp, "".join(json.dumps(r) + "\n" for r in rows)))
+    files.write_atomic(path, write)
 
 
 def write_steps(path, rows, append=False):
     """Write (step, epoch, loss) rows to steps.csv: atomically anew, or appended."""
     lines = "".join(f"{step},{epoch},{loss!r}\n" for step, epoch, loss in rows)
     if append:
-        with _naming(path):
-            _write_text(path, lines, "a")
+        files.append_text(path, lines)
     else:
-        write_atomic(path, lambda tmp: _write_text(tmp, "step,epoch,loss\n" + lines))
-
-
-def read_json(path):
-    """Read a JSON file; a missing or damaged one is a UserError naming it."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not readable JSON ({e})") from None
-
-
-def read_jsonl(path):
-    """Read a JSON-lines file. A truncated last line (a power cut mid-write) is skipped with a
-    warning; a damaged line before it is an error."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            if number == len(lines):
-                warnings.warn(f"{path}: last line {number} is truncated; ignored")
-            else:
-                raise UserError(f"{path}, line {number}: not valid JSON; the log is damaged") from None
-    return rows
+        files.write_atomic(path, lambda tmp: files.write_text(tmp, "step,epoch,loss\n" + lines))
 
 
 def read_steps(path):
@@ -170,11 +95,7 @@ def run_name(config, key):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return (f"{config['dataset']}-h{hidden}-{config['activation']}-{config['loss']}-"
             f"{config['optimizer']}-lr{config['lr']:g}-bs{config['batch_size']}-s{config['seed']}-"
-            f"{key}-{stamp}-{_host()}-{os.getpid()}")
-
-
-def _host():
-    return socket.gethostname().split(".")[0][:16]
+            f"{key}-{stamp}-{claims.host()}-{os.getpid()}")
 
 
 def read_config(run_dir):
@@ -183,7 +104,7 @@ def read_config(run_dir):
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir}: not a run folder (no config.json); run folders are in "
                         f"results/runs/")
-    return check_format(read_json(run_dir / "config.json"), run_dir)
+    return check_format(files.read_json(run_dir / "config.json"), run_dir)
 
 
 def check_format(config, where):
@@ -198,7 +119,7 @@ def check_format(config, where):
 def read_summary(run_dir):
     """A run's summary.json, or {"status": "unknown"} before the run has written one."""
     path = Path(run_dir) / "summary.json"
-    return read_json(path) if path.exists() else {"status": "unknown"}
+    return files.read_json(path) if path.exists() else {"status": "unknown"}
 
 
 def read_status(run_dir):
@@ -219,7 +140,7 @@ def read_run(run_dir):
     return {
         "dir": run_dir,
         "config": read_config(run_dir),
-        "metrics": read_jsonl(run_dir / "metrics.jsonl"),
+        "metrics": files.read_jsonl(run_dir / "metrics.jsonl"),
         "summary": read_summary(run_dir),
         "steps": read_steps(run_dir / "steps.csv"),
     }
@@ -289,14 +210,14 @@ def environment(device):
     return info
 
 
-def start(config, key, data, tensors, claims):
-    """Create a new run folder, held by this process until claims (an ExitStack) closes, and write its
+def start(config, key, data, tensors, held):
+    """Create a new run folder, held by this process until held (an ExitStack) closes, and write its
     config.json (every setting, the run key, the data's checksums, the normalisation, the environment)
     and an empty steps.csv; returns its path."""
     run_dir = _new_folder(config, key)
-    claims.enter_context(hold(run_dir))  # before config.json: a folder without one is no run to resume
+    held.enter_context(claims.hold(run_dir))  # before config.json: a folder without one is no run to resume
     try:
-        write_json(run_dir / "config.json", {
+        files.write_json(run_dir / "config.json", {
             **config, "run_key": key, "data_md5": data["md5"], "data_source": data["source"],
             "norm_mean": tensors["mean"], "norm_std": tensors["std"], "environment": environment(config["device"]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -373,7 +294,7 @@ def save_epoch(run_dir, row, steps, ckpt, metrics):
     sizes = {path: path.stat().st_size if path.exists() else 0
              for path in (run_dir / "metrics.jsonl", run_dir / "steps.csv")}
     try:
-        append_jsonl(run_dir / "metrics.jsonl", row)
+        files.append_jsonl(run_dir / "metrics.jsonl", row)
         write_steps(run_dir / "steps.csv", steps, append=True)
         save_checkpoint(run_dir / "model.pt", ckpt)
     except OSError as e:
@@ -383,7 +304,7 @@ def save_epoch(run_dir, row, steps, ckpt, metrics):
         raise _stopped(run_dir, metrics, e) from None
     metrics.append(row)
     try:
-        write_json(run_dir / "summary.json", summarise(metrics, "running"))
+        files.write_json(run_dir / "summary.json", summarise(metrics, "running"))
     except OSError as e:
         raise _stopped(run_dir, metrics, e) from None
 
@@ -393,7 +314,7 @@ def _stopped(run_dir, metrics, error):
     where the run stopped, why, and how to continue it (where summary.json can still be written)."""
     resume = f"python train.py --resume {run_dir}"
     try:
-        write_json(run_dir / "summary.json",
+        files.write_json(run_dir / "summary.json",
                    summarise(metrics, "failed", error=errors.describe(error), resume=resume))
         noted = "summary.json says so"
     except OSError:
@@ -406,11 +327,11 @@ def _stopped(run_dir, metrics, error):
 def trim_to(run_dir, epoch):
     """Cut metrics.jsonl and steps.csv back to the checkpoint's epoch (a resume starts there); returns
     the metrics kept."""
-    metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] <= epoch]
+    metrics = [m for m in files.read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] <= epoch]
     if len(metrics) != epoch:
         raise UserError(f"{run_dir}: metrics.jsonl has {len(metrics)} epochs but the checkpoint is "
                         f"at epoch {epoch}; the folder is damaged, retrain the run")
-    write_jsonl(run_dir / "metrics.jsonl", metrics)
+    files.write_jsonl(run_dir / "metrics.jsonl", metrics)
     write_steps(run_dir / "steps.csv", [s for s in read_steps(run_dir / "steps.csv") if s[1] <= epoch])
     return metrics
 
@@ -459,70 +380,6 @@ def summarise(metrics, status, **extra):
             summary.update(best_val_acc=best_val["val_acc"], best_val_epoch=best_val["epoch"],
                            test_acc_at_best_val=best_val["test_acc"])
     return {**summary, **extra}
-
-
-# ---------------------------------------------------------------------------- claims
-
-@contextlib.contextmanager
-def claim(out, key, say=print):
-    """Hold the claim on training the run with this key in out; wait while another process holds it."""
-    def busy(holder):
-        say(f"waiting: {holder} is training a run with these settings; it will be reused when done", flush=True)
-    with _locked(Path(out) / "runs" / ".claims" / key, busy):
-        yield
-
-
-@contextlib.contextmanager
-def hold(run_dir, wait=False, resuming=False, say=print):
-    """Hold run_dir against every other writer while this process writes it. Where another process
-    holds it, stop with a UserError naming that process, or with wait (--once) wait for it to end.
-    With resuming, the run must still be unfinished once held: it may have finished while this process
-    started. A process may hold a folder it already holds (a --once resuming the run it waited for)."""
-    run_dir = Path(run_dir).resolve()
-
-    def busy(holder):
-        if not wait:
-            raise UserError(f"{run_dir}: {holder} is writing this run; wait for it to end, or stop it "
-                            f"first (Ctrl-C where it runs, or kill that process), then run this again")
-        say(f"waiting: {holder} is writing {run_dir}; it will be resumed or reused when done", flush=True)
-    with _locked(run_dir.parent / ".claims" / f"run-{run_dir.name}", busy):
-        if resuming:
-            check_unfinished(run_dir)
-        yield
-
-
-@contextlib.contextmanager
-def _locked(base, busy):
-    """Hold the lock file <base>.lock; where another process holds it, call busy(who) first, which
-    raises or returns to wait. <base>.holder says who holds it, for the next process's message.
-
-    The lock is the operating system's (flock on Linux and macOS, LockFileEx on Windows, through
-    filelock), so it ends with its process in any way: a killed job never leaves a stale claim. One
-    lock object per path (is_singleton) makes a second hold by the same process a nested one.
-    """
-    base.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(f"{base}.lock", is_singleton=True)
-    nested = lock.is_locked
-    try:
-        lock.acquire(blocking=False)
-    except filelock.Timeout:
-        busy(_holder(base))
-        lock.acquire()
-    try:
-        if not nested:
-            Path(f"{base}.holder").write_text(
-                f"process {os.getpid()} on {_host()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        yield
-    finally:
-        lock.release()
-
-
-def _holder(base):
-    """Who holds the lock <base>.lock, as its holder wrote it."""
-    try:
-        return Path(f"{base}.holder").read_text().strip() or "another process"
-    except OSError:  # not written yet: the holder has only just started
-        return "another process"
 
 
 def load_checkpoint(path):

@@ -200,7 +200,7 @@ SETTINGS = (
             "its own device"),
     _s("--threads", SYSTEM, "system", type=POSITIVE_INT, default=None,
        help="CPU threads for torch (default: torch's choice, except one thread on the CPU at batch sizes "
-            "up to 32, where one thread trained faster than two)"),
+            "up to 16, where one thread trained faster than two)"),
     _s("--compile", group="system", action="store_true", default=False, help="torch.compile the model"),
     _s("--out", SYSTEM, "system", default="results", help="results root; the run goes in <out>/runs/<name>/"),
     _s("--name", SINGLE, "system", default=None, help="run folder name (default: made from the settings)"),
@@ -221,9 +221,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
                              break_on_hyphens=False)
 
 
-def build_parser(scopes=(RUN, SEED, SYSTEM, SINGLE), description=DESCRIPTION, given_only=False):
+def build_parser(scopes=(RUN, SEED, SYSTEM, SINGLE), description=DESCRIPTION, given_only=False, owned=()):
     """A parser of the settings of the given scopes; `@file` reads flags from a recipe file. With
-    given_only, the parsed namespace holds only the settings the command line names."""
+    given_only, the parsed namespace holds only the settings the command line names. The settings in
+    owned are the script's own business: --help leaves them out and refuse stops a command that sets them."""
     # allow_abbrev=False: a mistyped flag such as --epoch must be an error, not silently --epochs.
     p = argparse.ArgumentParser(description=description, allow_abbrev=False, fromfile_prefix_chars="@",
                                 formatter_class=HelpFormatter)
@@ -233,8 +234,21 @@ def build_parser(scopes=(RUN, SEED, SYSTEM, SINGLE), description=DESCRIPTION, gi
         if s.scope in scopes:
             if s.group not in groups:
                 groups[s.group] = p.add_argument_group(s.group)
-            groups[s.group].add_argument(s.flag, **{**s.kwargs, **({"default": argparse.SUPPRESS} if given_only else {})})
+            groups[s.group].add_argument(s.flag, **{**s.kwargs, **({"default": argparse.SUPPRESS} if given_only else {}),
+                                                    **({"help": argparse.SUPPRESS} if s.dest in owned else {})})
     return p
+
+
+def refuse(parser, args, unused):
+    """Stop with one `error:` line where the command line gives an option of parser a value other than
+    its default while the command does not use it: unused maps the option's name to why. An option that
+    is accepted and then ignored would give a silent wrong answer."""
+    for dest, why in unused.items():
+        value = getattr(args, dest)
+        if value != parser.get_default(dest):
+            flag = "--" + dest.replace("_", "-")
+            given = flag if isinstance(value, bool) else f"{flag} {format_value(value)}"
+            raise UserError(f"{given}: {why}")
 
 
 def _recipe_line(line):

@@ -102,6 +102,7 @@ class Candidate(NamedTuple):
     seeds: list
     options: tuple = ()  # a chosen value's candidates over the learning rates tried
     search: str = ""     # a chosen value's search: "interior", or why its rate is on an edge
+    scores: dict = None  # a chosen value's search scores by factor, what chose it (search_scores)
 
     @property
     def label(self):
@@ -132,7 +133,7 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
     """train.py's settings (the base configuration) plus the sweep's own options. With `setting` the
     values come from --values (default `values`); without it, from the command line. defaults: a
     script's own defaults of the sweep options, e.g. {"tune_lr": TUNE, "seeds": SEEDS}."""
-    p = settings.build_parser(SWEPT_SCOPES, description)
+    p = settings.build_parser(SWEPT_SCOPES, description, owned=(setting,))
     p.epilog = ("Base configuration: train.py's settings as listed above (their defaults unless given); "
                 "every run differs from it only in the swept settings, the learning rate where tuned, and "
                 "--seed. Outputs go to <out>/<sweep>/, run folders to <out>/runs/, an index to <out>/runs.csv.")
@@ -151,26 +152,15 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
         g.add_argument("--lr-scaling", default="none", choices=["none", *LR_SCALINGS],
                        help="where the batch size varies, scale the learning rate with it, relative to "
                             "the base batch size: linearly, by the square root, or not at all")
-    g.add_argument("--tune-lr", default="1", metavar="FACTORS",
-                   help="learning-rate factors each value's search starts with, e.g. 0.25,0.5,1,2,4; the "
-                        "tuning seeds pick one per value on the validation set (1: no tuning)")
-    g.add_argument("--widen", type=settings.NON_NEGATIVE_INT, default=WIDEN,
-                   help="while a value's best rate is the highest (lowest) tried, add the next factor above "
-                        "(below), up to this many on each side")
+    engine_options(g, "the tuning seeds pick one per value on the validation set")
     g.add_argument("--tune-seeds", type=settings.POSITIVE_INT, default=2,
                    help="seeds that choose the learning rate: --seed, --seed+1, ...")
     g.add_argument("--seeds", type=settings.POSITIVE_INT, default=3,
                    help="seeds per value in the comparison: after the tuning seeds where the lr is tuned, "
                         "else --seed, --seed+1, ...")
-    g.add_argument("--jobs", type=settings.POSITIVE_INT, default=1,
-                   help="runs trained at once, each with --threads cores/jobs")
     g.add_argument("--force", action="store_true", help="retrain even finished runs")
-    g.add_argument("--plot-only", action="store_true",
-                   help="train and time nothing; table and plot the saved runs and timings")
     g.add_argument("--retime", action="store_true",
                    help="train nothing; measure the seconds per epoch of every value again, then plot")
-    g.add_argument("--print-commands", action="store_true",
-                   help="print one train.py command per missing or unfinished run, and train nothing")
     g.add_argument("--target", type=settings.FRACTION, default=0.97,
                    help="test accuracy (fraction) for the time-to-accuracy columns")
     g.add_argument("--sweep-name", default=None,
@@ -179,19 +169,43 @@ def build_parser(description=__doc__.split("\n")[0], setting=None, values=None, 
     return p
 
 
+def engine_options(g, choice):
+    """Add the options that every sweep and the batch-scaling study share to the argument group g: the
+    learning-rate search (choice: what picks a value's rate), how runs train, and doing neither."""
+    g.add_argument("--tune-lr", default="1", metavar="FACTORS",
+                   help=f"learning-rate factors each value's search starts with, e.g. 0.25,0.5,1,2,4; {choice} "
+                        f"(1: no tuning)")
+    g.add_argument("--widen", type=settings.NON_NEGATIVE_INT, default=WIDEN,
+                   help="while a value's best rate is the highest (lowest) tried, add the next factor above "
+                        "(below), up to this many on each side")
+    g.add_argument("--jobs", type=settings.POSITIVE_INT, default=1,
+                   help="runs trained at once, each with --threads cores/jobs")
+    g.add_argument("--plot-only", action="store_true",
+                   help="train and time nothing; table and plot the saved runs and timings")
+    g.add_argument("--print-commands", action="store_true",
+                   help="print one command per missing or unfinished run (for a cluster), and train nothing")
+
+
+def threads_per_run(base, jobs):
+    """Torch threads per run: --threads, else the cores shared among the runs trained at once."""
+    return base["threads"] or max(1, (os.cpu_count() or 1) // jobs)
+
+
 def parse_cli(argv=None, setting=None, values=None, description=None, defaults=None):
     """Parse a sweep command line into (the sweep, the command's options)."""
-    args = build_parser(description or __doc__.split("\n")[0], setting, values, defaults).parse_args(argv)
-    base = {s.dest: getattr(args, s.dest) if s.scope in SWEPT_SCOPES else s.default for s in settings.SETTINGS}
+    parser = build_parser(description or __doc__.split("\n")[0], setting, values, defaults)
+    args = parser.parse_args(argv)
+    base = base_config(args)
     if setting:
         axes = [(setting, [v.strip() for v in args.values.split(",") if v.strip()])]
     else:
         axes = _axes(args)
     points = variant_points(args.variants) if not setting and args.variants else cross(axes)
+    factors = parse_factors(args.tune_lr)
+    settings.refuse(parser, args, _unused(args, axes, points, factors, "--values" if setting else "its values"))
     scaling = getattr(args, "lr_scaling", "none")
     if scaling != "none":
         points = scale_lr(points, base, scaling)
-    factors = parse_factors(args.tune_lr)
     if len(factors) > 1 and not base["val_split"]:
         raise UserError("--tune-lr chooses on the validation set: give --val-split N with N > 0")
     name = args.sweep_name or ("variants" if not axes else "_x_".join(_dest(n) for n, _ in axes))
@@ -200,6 +214,25 @@ def parse_cli(argv=None, setting=None, values=None, description=None, defaults=N
     first = base["seed"] + len(tune_seeds)  # the comparison's seeds never chose its learning rates
     return Sweep(name, base, points, column, factors, args.widen, tune_seeds,
                  list(range(first, first + args.seeds)), scaling, args.target), args
+
+
+def base_config(args):
+    """The base configuration of a sweep or study: train.py's settings as the command line gives them,
+    the defaults of those it does not offer."""
+    return {s.dest: getattr(args, s.dest) if s.scope in SWEPT_SCOPES else s.default for s in settings.SETTINGS}
+
+
+def _unused(args, axes, points, factors, values):
+    """The options of the command that this sweep would ignore, and why (see settings.refuse)."""
+    hint = {"batch_size": "; the learning rates scale from the default batch size: to move them, give --lr"}
+    unused = {_dest(name): f"the sweep sets it itself, to each of {values}" + hint.get(_dest(name), "")
+              for name, _ in axes}
+    if len(factors) == 1:
+        why = "only a learning-rate search (--tune-lr with several factors) uses it"
+        unused.update(tune_seeds=why, widen=why)
+    if hasattr(args, "lr_scaling") and not any("batch_size" in p.settings for p in points):
+        unused["lr_scaling"] = "only a sweep of the batch size scales the learning rate with it"
+    return unused
 
 
 def _axes(args):
@@ -355,17 +388,23 @@ def actions(jobs, out):
 
 def command(job, threads=None, force=False):
     """The train.py command line of a job, as a list."""
+    return script_command("train.py", job.argv, threads, ([] if force else ["--once"]) + ["--quiet"])
+
+
+def script_command(script, argv, threads=None, extra=()):
+    """The command line that runs one of this folder's scripts with argv, as a list: --threads added
+    where argv does not set it, then extra."""
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    given = "--threads" in job.argv  # a sweep's own --threads is already among the run's settings
-    extra = (["--threads", str(threads)] if threads and not given else []) + ([] if force else ["--once"])
-    return [python, os.path.relpath(ROOT / "train.py"), *job.argv, *extra, "--quiet"]
+    given = "--threads" in argv  # a sweep's own --threads is already among the run's settings
+    return [python, os.path.relpath(ROOT / script), *argv, *(["--threads", str(threads)] if threads and not given
+                                                               else []), *extra]
 
 
 # ---------------------------------------------------------------------------- running
 
-def execute(todo, total, n_parallel, threads, force):
-    """Run the (job, action) pairs' train.py subprocesses, n_parallel at a time, printing progress.
-    Returns the number of runs that failed (crashed or exited with an error)."""
+def execute(todo, total, n_parallel, threads, force, command=command):
+    """Run the (job, action) pairs' subprocesses (command(job, threads, force)), n_parallel at a time,
+    printing progress. Returns the number of runs that failed (crashed or exited with an error)."""
     print(f"{total} runs: {total - len(todo)} reused, {len(todo)} to train")
     durations, failed, lock, stop = [], [], threading.Lock(), threading.Event()
     started = time.perf_counter()
@@ -435,15 +474,15 @@ def collect(jobs, out):
             for first, found, seeds in grouped.values()]
 
 
-def choose(candidates, first, steps):
-    """Per value, the candidate whose learning rate scored best on the validation set (search_scores),
-    holding all of the value's candidates in options and how its search ended. Test accuracy plays no
-    part in the choice."""
+def choose(candidates, first, steps, score=None):
+    """Per value, the candidate whose learning rate scored best on the validation set (search_scores, or
+    score(options) -> {factor: score}), holding all of the value's candidates in options and how its
+    search ended. Test accuracy plays no part in the choice."""
     chosen = []
-    for options in _by_label(candidates).values():
-        scores = search_scores(options)
-        best = max(options, key=lambda c: -1.0 if scores[c.factor] is None else scores[c.factor])
-        chosen.append(best._replace(options=tuple(options),
+    for options in by_label(candidates).values():
+        scores = (score or search_scores)(options)
+        best = max(options, key=lambda c: -math.inf if scores[c.factor] is None else scores[c.factor])
+        chosen.append(best._replace(options=tuple(options), scores=scores,
                                     search=search_state(sorted(scores), scores, first, steps)))
     return chosen
 
@@ -453,7 +492,8 @@ def search_scores(options):
     return stats.smoothed({c.factor: c.val_score for c in options})
 
 
-def _by_label(candidates):
+def by_label(candidates):
+    """{label: the candidates of that value}, in the order the values come."""
     grouped = {}
     for c in candidates:
         grouped.setdefault(c.label, []).append(c)
@@ -469,24 +509,8 @@ def run_sweep(argv=None, setting=None, values=None, description=None, defaults=N
     out = sweep.base["out"]
     if not args.plot_only:
         runs.check_out(out)
-    threads = sweep.base["threads"] or max(1, (os.cpu_count() or 1) // args.jobs)
-    failed, forced = [], set()
-
-    def provide(jobs, stage):
-        """Train the jobs' missing runs; or print their commands and say False when there are some."""
-        todo = [(j, "train" if args.force else a) for j, a in zip(jobs, actions(jobs, out))
-                if a != "reuse" or (args.force and j.key not in forced)]  # --force retrains a run once
-        forced.update(j.key for j, _ in todo)
-        if args.print_commands:
-            for j, _ in todo:
-                print(shlex.join(command(j, force=args.force)))
-            return not todo
-        if args.plot_only or args.retime:
-            return True
-        print(f"{stage}: ", end="")
-        failed.append(execute(todo, len(jobs), args.jobs, threads, args.force))
-        return True
-
+    threads = threads_per_run(sweep.base, args.jobs)
+    provide, failed = provider(args, out, threads)
     results = compare(sweep, provide)
     if args.print_commands:
         if results is None:
@@ -495,6 +519,28 @@ def run_sweep(argv=None, setting=None, values=None, description=None, defaults=N
         return 0
     report(sweep, results, threads, args)
     return 1 if any(failed) else 0
+
+
+def provider(args, out, threads, command=command):
+    """provide(jobs, stage) for a command's options args: train the jobs' missing runs (command(job,
+    threads, force) each), or print their commands and say False when there are some; and the list of
+    each stage's count of failed runs."""
+    failed, forced, force = [], set(), getattr(args, "force", False)
+
+    def provide(jobs, stage):
+        todo = [(j, "train" if force else a) for j, a in zip(jobs, actions(jobs, out))
+                if a != "reuse" or (force and j.key not in forced)]  # --force retrains a run once
+        forced.update(j.key for j, _ in todo)
+        if args.print_commands:
+            for j, _ in todo:
+                print(shlex.join(command(j, None, force)))
+            return not todo
+        if args.plot_only or getattr(args, "retime", False):
+            return True
+        print(f"{stage}: ", end="")
+        failed.append(execute(todo, len(jobs), args.jobs, threads, force, command))
+        return True
+    return provide, failed
 
 
 def compare(sweep, provide):
@@ -510,8 +556,8 @@ def compare(sweep, provide):
     points = {p.label: p for p in sweep.points}
     jobs = [job(sweep.base, points[c.label], c.factor, seed) for seed in sweep.seeds for c in chosen]
     provide(jobs, "comparison")
-    by_label = {c.label: c for c in chosen}
-    return [r._replace(options=by_label[r.label].options, search=by_label[r.label].search)
+    picked = {c.label: c for c in chosen}
+    return [r._replace(options=picked[r.label].options, search=picked[r.label].search, scores=picked[r.label].scores)
             for r in collect(jobs, sweep.base["out"])]
 
 
@@ -519,18 +565,34 @@ def tune(sweep, provide):
     """The learning-rate search: every value trains on the tuning seeds over its grid of rates, and its
     grid is widened round by round while its best rate is on an edge (see widen). Returns each value's
     chosen candidate (see choose), or None where the search waits for printed runs."""
-    grids = {p.label: list(sweep.factors) for p in sweep.points}
-    for round_ in range(1, 2 * sweep.widen + 2):
+    def round_(grids, number):
         jobs = plan(sweep.base, [(p, grids[p.label]) for p in sweep.points], sweep.tune_seeds)
-        if not provide(jobs, f"learning-rate search, round {round_}"):
+        if provide(jobs, f"learning-rate search, round {number}"):
+            return by_label(collect(jobs, sweep.base["out"]))
+        return None
+
+    candidates = search([p.label for p in sweep.points], sweep.factors, sweep.widen, round_, search_scores)
+    if candidates is None:
+        return None
+    return choose([c for options in candidates.values() for c in options], sweep.factors, sweep.widen)
+
+
+def search(labels, first, steps, round_, score):
+    """The widening learning-rate search that the sweeps and the batch-scaling study share: each label's
+    grid starts at the factors `first`; each round, round_(grids, number) trains the grids and reads back
+    {label: its candidates} (None: it waits for runs --print-commands printed), and a label's grid widens
+    while its best score (score(candidates) -> {factor: score}) is on an edge (see widen), by up to
+    `steps` factors a side. Returns the last round's candidates by label, or None."""
+    grids = {label: list(first) for label in labels}
+    for number in range(1, 2 * steps + 2):
+        candidates = round_(grids, number)
+        if candidates is None:
             return None
-        candidates = _by_label(collect(jobs, sweep.base["out"]))
-        wider = {label: widen(factors, search_scores(candidates[label]), sweep.factors, sweep.widen)
-                 for label, factors in grids.items()}
+        wider = {label: widen(factors, score(candidates[label]), first, steps) for label, factors in grids.items()}
         if wider == grids:
             break
         grids = wider
-    return choose([c for options in candidates.values() for c in options], sweep.factors, sweep.widen)
+    return candidates
 
 
 def report(sweep, results, threads, args):

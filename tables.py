@@ -7,6 +7,7 @@ import math
 import statistics
 from pathlib import Path
 
+import files
 import runs
 import settings
 import stats
@@ -204,7 +205,7 @@ def tuning_rows(results, column):
     rows = []
     for r in results:
         row = {column: r.label, **{_factor(f): "" for f in factors}}
-        smooth = stats.smoothed({c.factor: c.val_score for c in r.options})  # what sweep.choose compared
+        smooth = r.scores  # what sweep.choose compared
         for c in r.options:
             score = "" if smooth[c.factor] is None else f"{100 * smooth[c.factor]:.2f}"
             own = "" if c.val_score is None else f"{100 * c.val_score:.2f}, "
@@ -217,6 +218,46 @@ def tuning_rows(results, column):
 
 def _factor(f):
     return f"x{f:.4g}" if f >= 1 else f"x1/{1 / f:.3g}"  # 3 digits: widened factors carry round_lr's rounding
+
+
+def scaling_rows(rows, n):
+    """The batch-scaling study's table (batch_scaling.py): a row per batch size at its chosen rate, from
+    its rows (batch_size, lr, summaries, steps, tried, search, seconds_per_step); n: the training-set size."""
+    out = []
+    for r in rows:
+        steps, per_step = r.steps, r.seconds_per_step
+        out.append({
+            "batch_size": r.batch_size, "lr": f"{r.lr:g}" if r.lr else "", "search": r.search,
+            "reached": f"{len(steps)}/{len(r.summaries)}" if r.lr else "",
+            "steps_to_target": mean_std(steps, 1, 0),
+            "epochs_to_target": mean_std([s * r.batch_size / n for s in steps], 1, 2),
+            "seconds_per_step": f"{per_step:.4f}" if per_step else "",
+            "seconds_to_target": mean_std([s * per_step for s in steps], 1, 1) if per_step else "",
+            "best_val_acc_%": mean_std([100 * s["best_val_acc"] for s in r.summaries if s], 1, 2) if r.lr else "",
+            "rates_tried": len(r.tried)})
+    return out
+
+
+def scaling_caption(args, base, fit, threads, growth, patient):
+    """The caption of the batch-scaling study's table: its options args, its base configuration, the fit
+    (S_min, B_crit) or None, the timing pass's thread count, its evaluation growth and patience in steps."""
+    config, every = settings.make_config(base), f"{100 * (growth - 1):.0f}%"
+    described = (f"{config['dataset']}, MLP {'-'.join(map(str, [config['crop'] ** 2, *config['hidden'], 10]))}, "
+                 f"{config['activation']}, loss {config['loss']}, {config['optimizer']}, {args.seeds} seed(s)")
+    caption = (f"Steps to {100 * args.target:g}% validation accuracy, {described}. Each batch size at "
+               f"the learning rate (constant, momentum {config['momentum']:g}) that reached "
+               f"the target in the fewest steps (geometric mean over the seeds), searched over a factor-2 grid "
+               f"that starts at the base rate scaled by the {args.lr_scaling} of the batch-size ratio and widens "
+               f"while the best rate is on an edge; mean ± sample std over the seeds of that rate, which also "
+               f"chose it. Evaluations after steps 1-10 and then every {every} more steps: a step count is the "
+               f"first evaluation at or above the target, good to {every}. Seconds: steps times the seconds per "
+               f"step of a timing pass in which the batch sizes trained in turn ({threads or 'default'} "
+               f"thread(s)). Budget: {args.max_steps} steps or {args.max_epochs:g} epochs, whichever comes first; "
+               f"a run also stops where its best validation accuracy has not improved over the last half of its "
+               f"steps (from step {patient}).")
+    if fit:
+        caption += f" Fit of S = S_min (1 + B_crit / B): S_min {fit[0]:.0f} steps, B_crit {fit[1]:.0f}."
+    return caption
 
 
 # The columns of <sweep>_runs.csv taken from each run's summary.json as they are.
@@ -254,7 +295,7 @@ def write_tables(rows, prefix, caption, extra=None):
     header = list(rows[0])
     lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
     lines += [f"| {' | '.join(str(row.get(h, '')).replace('|', '/') for h in header)} |" for row in rows]
-    runs.write_atomic(f"{prefix}.md", lambda tmp: tmp.write_text("\n".join(lines) + f"\n\n{caption}\n"))
+    files.write_atomic(f"{prefix}.md", lambda tmp: tmp.write_text("\n".join(lines) + f"\n\n{caption}\n"))
 
 
 def write_csv(path, rows, fields):
@@ -263,7 +304,7 @@ def write_csv(path, rows, fields):
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
-    runs.write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue()))
+    files.write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue()))
 
 
 def short_status(result):

@@ -14,7 +14,7 @@ import time
 import torch
 
 import dataloader
-import runs
+import files
 import settings
 import train
 
@@ -82,5 +82,5 @@ def timings(results, path, threads, retime=False, plot_only=False):
               f"{FRACTION:g} epoch, {threads} thread(s)", flush=True)
         saved = {"threads": threads, "rounds": ROUNDS, "fraction": FRACTION,
                  "measured": time.strftime("%Y-%m-%d %H:%M"), "values": time_values(results, threads)}
-        runs.write_json(path, saved)
+        files.write_json(path, saved)
     return saved

@@ -29,8 +29,10 @@ from tqdm import tqdm
 
 import adversarial
 import augment
+import claims
 import dataloader
 import diagnostics
+import files
 import runs
 import settings
 from errors import UserError, run_cli
@@ -38,9 +40,10 @@ from model import EMA, MLP, apply_max_norm, model_kwargs
 from registry import LOSSES, make_optimizer
 
 WARM_UP = ("cuda", "mps")  # the devices whose first step pays one-time set-up (see warm_up)
-# Up to this batch size a CPU run without --threads trains on one thread: there one thread outran two by
-# 14-18% a step (README, Speed), the per-step hand-off between threads costing more than the split work.
-ONE_THREAD_UP_TO = 32
+# Up to this batch size a CPU run without --threads trains on one thread: there one thread outran two in
+# every measurement, by 14-24% (REPORT.md, Speed), the per-step hand-off between threads costing more than
+# the split work; at 32 and 64 the two tied within the noise.
+ONE_THREAD_UP_TO = 16
 
 # ---------------------------------------------------------------------------- set-up
 
@@ -108,6 +111,37 @@ def lr_at(config, t):
     return lr
 
 
+def epoch_seed(config, epoch):
+    """The seed of an epoch's data order and augmentation noise; the measurements after it derive theirs."""
+    return config["seed"] * 100_003 + epoch
+
+
+class Step(NamedTuple):
+    """One training step taken: its batch's mean loss and logits (detached, on the device), its labels, its
+    learning rate."""
+    loss: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+    lr: float
+
+
+def epoch_steps(trainer, x, y, epoch):
+    """The one training loop: the steps of epoch `epoch` over (x, y), the batches in the epoch's seeded
+    order, each at its learning rate (lr_at); yields each Step once taken. train_epoch, the
+    steps-to-target study and the timing pass all train through it."""
+    config = trainer.config
+    seed = epoch_seed(config, epoch)
+    order, noise = torch.Generator().manual_seed(seed), torch.Generator(device=x.device).manual_seed(seed)
+    steps = math.ceil(x.shape[0] / config["batch_size"])
+    trainer.model.train()
+    for i, (xb, yb) in enumerate(dataloader.batches(x, y, config["batch_size"], order)):
+        lr = lr_at(config, epoch + i / steps)
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr
+        loss, logits = train_step(trainer, xb, yb, noise)
+        yield Step(loss, logits, yb, lr)
+
+
 class EpochResult(NamedTuple):
     loss_sum: torch.Tensor   # sum of the samples' training losses, on the device
     correct: torch.Tensor    # count of correct training predictions, on the device
@@ -117,27 +151,20 @@ class EpochResult(NamedTuple):
 
 
 def train_epoch(trainer, x, y, epoch, progress):
-    """One pass over (x, y) in a seeded order.
+    """One pass over (x, y) (epoch_steps), its losses and accuracy summed.
 
     Losses and correct counts stay on the device until the epoch ends: no host sync per step, except
     a finiteness check every --log-every steps.
     """
-    config, every = trainer.config, trainer.config["log_every"]
-    trainer.model.train()
-    seed = config["seed"] * 100_003 + epoch
-    order, noise = torch.Generator().manual_seed(seed), torch.Generator(device=x.device).manual_seed(seed)
-    steps = math.ceil(x.shape[0] / config["batch_size"])
+    every = trainer.config["log_every"]
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     losses, lr = [], None
-    for i, (xb, yb) in enumerate(dataloader.batches(x, y, config["batch_size"], order)):
-        lr = lr_at(config, epoch + i / steps)
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = lr
-        loss, logits = train_step(trainer, xb, yb, noise)
-        losses.append(loss)
-        loss_sum += loss * len(yb)
-        correct += (logits.argmax(1) == yb).sum()
+    for step in epoch_steps(trainer, x, y, epoch):
+        losses.append(step.loss)
+        loss_sum += step.loss * len(step.labels)
+        correct += (step.logits.argmax(1) == step.labels).sum()
+        lr = step.lr
         progress.update()
         if len(losses) % every == 0:
             recent = torch.stack(losses[-every:])
@@ -212,7 +239,7 @@ def epoch_row(trainer, tensors, epoch, result, seconds, metrics):
     t0 = time.perf_counter()
     val_loss, val_acc = evaluate(model, trainer.eval_loss_fn, *tensors["val"]) if tensors["val"] else (None, None)
     test_loss, test_acc = evaluate(model, trainer.eval_loss_fn, *tensors["test"])
-    measured = diagnostics.measure(trainer, tensors, epoch)
+    measured = diagnostics.measure(trainer, tensors, epoch, epoch_seed(trainer.config, epoch))
     return {"epoch": epoch + 1, "train_loss": result.loss_sum.item() / n, "train_acc": result.correct.item() / n,
             "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
             "epoch_seconds": seconds, "elapsed_seconds": seconds + (metrics[-1]["elapsed_seconds"] if metrics else 0.0),
@@ -257,13 +284,13 @@ def should_stop(metrics, patience):
 
 def train(config, resume_dir=None):
     """Run (or resume) one training run, its folder held against other writers; returns (run folder, summary)."""
-    with contextlib.ExitStack() as claims:
-        return train_held(config, resume_dir, claims)
+    with contextlib.ExitStack() as held:
+        return train_held(config, resume_dir, held)
 
 
-def train_held(config, resume_dir, claims):
-    """train's work, the run folder's hold entered into claims."""
-    trainer, tensors, run_dir, metrics = set_up(config, resume_dir, claims)
+def train_held(config, resume_dir, held):
+    """train's work, the run folder's hold entered into held (an ExitStack)."""
+    trainer, tensors, run_dir, metrics = set_up(config, resume_dir, held)
     x, y = tensors["train"]
     steps_per_epoch, say = math.ceil(len(y) / config["batch_size"]), printer(config)
     errors.catch_signals()  # SIGTERM too becomes KeyboardInterrupt, held back while an epoch is saved
@@ -293,14 +320,14 @@ def train_held(config, resume_dir, claims):
               f"{run_dir}", file=sys.stderr)
     with errors.critical():
         summary = runs.summarise(metrics, status, **extra)
-        runs.write_json(run_dir / "summary.json", summary)
+        files.write_json(run_dir / "summary.json", summary)
     if status == "completed":
         say(f"done: test accuracy {summary.get('final_test_acc', 0):.2%} after {len(metrics)} epochs, "
             f"{summary['train_seconds']:.1f} s of training; {run_dir}")
     return run_dir, summary
 
 
-def set_up(config, resume_dir, claims):
+def set_up(config, resume_dir, held):
     """Device, threads, data, model and run folder: (trainer, tensors, run folder, metrics so far)."""
     device = config["device"] = settings.resolve_device(config["device"])
     threads = config["threads"] or (1 if device == "cpu" and config["batch_size"] <= ONE_THREAD_UP_TO else None)
@@ -308,7 +335,7 @@ def set_up(config, resume_dir, claims):
         torch.set_num_threads(threads)
     runs.check_out(config["out"])
     if resume_dir:  # held before the data loads: a second writer is stopped at once
-        claims.enter_context(runs.hold(resume_dir, resuming=True))
+        held.enter_context(claims.hold(resume_dir, check=runs.check_unfinished))
     data, tensors = dataloader.for_run(config, device)
     trainer = build_trainer(config, tensors, device)
     warm_up(config, tensors, device)
@@ -316,8 +343,8 @@ def set_up(config, resume_dir, claims):
         run_dir = Path(resume_dir)
         metrics = restore(run_dir, trainer)
     else:
-        run_dir, metrics = runs.start(config, settings.run_key(config), data, tensors, claims), []
-    runs.write_json(run_dir / "summary.json", runs.summarise(metrics, "running"))
+        run_dir, metrics = runs.start(config, settings.run_key(config), data, tensors, held), []
+    files.write_json(run_dir / "summary.json", runs.summarise(metrics, "running"))
     printer(config)(f"run folder: {run_dir}\ndevice: {device}, training on {len(tensors['train'][1])} images, "
                     f"{sum(p.numel() for p in trainer.model.parameters())} parameters")
     return trainer, tensors, run_dir, metrics
@@ -340,19 +367,19 @@ def train_once(config):
     process trains it, then reuse it if it finished or resume it if it did not."""
     runs.check_out(config["out"])
     key = settings.run_key(config)
-    with runs.claim(config["out"], key):
+    with claims.claim(config["out"], key):
         index = runs.index(config["out"])
         found, finished = index.get(key, []), runs.finished(index, key)
         if found and not finished:
             run_dir = found[-1][0]
-            with runs.hold(run_dir, wait=True):  # a `train.py --resume` of it may be running: wait for it
+            with claims.hold(run_dir, wait=True):  # a `train.py --resume` of it may be running: wait for it
                 if runs.read_status(run_dir) not in runs.FINISHED:
                     return train(settings.resume_config(run_dir, config["device"], config["threads"], config["quiet"]), run_dir)[1]
             finished = [run_dir]
         if finished:
             print(f"already trained with these settings: {finished[-1]} (reused; without --once, "
                   f"train.py trains another copy)")
-            return runs.read_json(finished[-1] / "summary.json")
+            return files.read_json(finished[-1] / "summary.json")
         return train(config)[1]
 
 

@@ -409,12 +409,12 @@ def main():
         setup = {**load(args, device, tmp), "device_start": device_start, "rates": rates()}
         peaks = [matmul_gflops(device, args.peak_size)]
         rows = epoch_rows(args, setup, device, peaks)
-        sizes = [bs for bs in (16, 64, 256) if bs <= setup["n"]] or [rows[0].batch_size]
+        sizes = [bs for bs in (16, 32, 64, 128, 256) if bs <= setup["n"]] or [rows[0].batch_size]
         extras = []
         if device == "cpu":  # small batches too: there one thread may beat two
             extras += thread_lines(*thread_rows(args, setup, device, sizes, threads), threads, torch_default)
         if not args.no_compile:
-            extras += compile_lines(compile_rows(args, setup, device, [bs for bs in sizes if bs >= 64] or sizes))
+            extras += compile_lines(compile_rows(args, setup, device, [bs for bs in sizes if bs in (64, 256)] or sizes))
         say("time to accuracy: training train.py's default configuration")
         extras.append(accuracy_line(*time_to_accuracy(args, device, Path(tmp) / "runs")))
         print_table(args, setup, device, rows, threads)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import runs  # noqa: E402
 import settings  # noqa: E402
+import stats  # noqa: E402
 
 LANDSCAPES = {"relu": [], "sigmoid": ["--activation", "sigmoid"]}
 RATES = [0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.4]
@@ -47,10 +48,9 @@ RULES = {
 
 
 def _smoothed(runs_, i):
-    """The (1/4, 1/2, 1/4) average of a rate's mean final validation accuracy and its neighbours' in log lr."""
-    weights = {i - 1: 0.25, i: 0.5, i + 1: 0.25}
-    known = {j: w for j, w in weights.items() if 0 <= j < len(runs_)}
-    return sum(w * mean_of([final(r, "val_acc") for r in runs_[j]], 0.0) for j, w in known.items()) / sum(known.values())
+    """The sweeps' own rule (stats.smoothed over stats.rate_score): a rate's mean final validation accuracy
+    averaged with its neighbours' in log lr (1/4, 1/2, 1/4)."""
+    return stats.smoothed({j: stats.rate_score([final(r, "val_acc") for r in row]) for j, row in enumerate(runs_)})[i]
 
 
 def landscape(out, flags, seeds):

@@ -54,25 +54,32 @@ TINY = ["--no-verify", "--val-split", "100", "--hidden", "32", "--epochs", "2", 
         "--quiet", "--device", "cpu"]
 # The same for sweeps, which run every train.py quietly and offer no --quiet of their own.
 TINY_SWEEP = [flag for flag in TINY if flag != "--quiet"]
+# The metrics that measure the wall clock, which differ between any two runs of the same settings.
+TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
+
+
+def without_timing(metrics):
+    """Metrics rows (metrics.jsonl) without the wall-clock fields: what two runs of the same settings share."""
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in metrics]
 
 
 def run_script(script, *args, timeout=300, **kwargs):
-    """Run one of the project's scripts as a user would; returns the CompletedProcess."""
+    """Run one of the project's scripts as a user would; returns the CompletedProcess. Only a test marked
+    slow may (directly or through its fixtures): the fast tier starts no script."""
+    test = _current.get("test")
+    if test is not None and not test.get_closest_marker("slow"):
+        pytest.fail(f"{test.nodeid} starts {script}: mark it @pytest.mark.slow where it is defined")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=kwargs.pop("cwd", ROOT), env=env, **kwargs)
 
 
-# Fixtures that train through subprocesses: every test that uses one is in the slow tier.
-SLOW_FIXTURES = {"trained", "rejected", "long_data", "uninterrupted", "swept", "tuned", "two_runs"}
+_current = {}  # the test being set up or run, for run_script's check
 
 
-def pytest_collection_modifyitems(items):
-    """Mark as slow the tests that use a subprocess-trained fixture, and all of test_usability.py (each
-    of its tests starts the scripts); the fast tier is `pytest -m "not slow"`."""
-    for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ == "test_usability":
-            item.add_marker(pytest.mark.slow)
+def pytest_runtest_setup(item):
+    """Note the test before its fixtures are set up (a module-scoped fixture trains for its first user)."""
+    _current["test"] = item
 
 
 @pytest.fixture(autouse=True)

@@ -7,15 +7,15 @@ import torch
 import torch.nn.functional as F
 
 import dataloader
+import files
 import runs
 import settings
 import train
-from conftest import TINY, ROOT, idx_file, make_dataset, make_digits, run_script
+from conftest import TINY, idx_file, make_dataset, make_digits, run_script, without_timing
 from errors import UserError
 from model import MLP, parse_hidden
 from registry import ACTIVATIONS, LOSSES, OPTIMIZERS
 
-TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
 
 
 def tiny_config(data_dir, out, **changes):
@@ -24,10 +24,6 @@ def tiny_config(data_dir, out, **changes):
     config = settings.make_config(args)
     config.update(changes)
     return config
-
-
-def without_timing(metrics):
-    return [{k: v for k, v in m.items() if k not in TIMING} for m in metrics]
 
 
 # ---------------------------------------------------------------------------- data
@@ -227,7 +223,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_data, tmp_path):
     a, _ = train.train(tiny_config(tiny_data, tmp_path, dropout=0.2))
     b, _ = train.train(tiny_config(tiny_data, tmp_path, dropout=0.2))
     c, _ = train.train(tiny_config(tiny_data, tmp_path, dropout=0.2, seed=1))
-    metrics = [without_timing(runs.read_jsonl(d / "metrics.jsonl")) for d in (a, b, c)]
+    metrics = [without_timing(files.read_jsonl(d / "metrics.jsonl")) for d in (a, b, c)]
     assert metrics[0] == metrics[1] and metrics[0] != metrics[2]
 
 
@@ -250,7 +246,7 @@ def test_real_mnist_run_end_to_end(tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["data_md5"]["train-images-idx3-ubyte"] == "6bbc9ace898e44ae57da46a324031adb"
     assert config["environment"]["torch"] == torch.__version__ and config["seed"] == 0
-    metrics = runs.read_jsonl(run_dir / "metrics.jsonl")
+    metrics = files.read_jsonl(run_dir / "metrics.jsonl")
     assert [m["epoch"] for m in metrics] == [1, 2]
     for m in metrics:
         assert 0 <= m["train_acc"] <= 1 and 0 <= m["val_acc"] <= 1 and m["epoch_seconds"] > 0
@@ -295,7 +291,7 @@ def test_label_noise_flips_a_fixed_fraction_of_training_labels_to_other_classes(
 
 @pytest.mark.parametrize("batch_size, threads", [(16, 1), (64, 2)])
 def test_small_batches_train_on_one_thread_unless_told(tiny_data, tmp_path, batch_size, threads):
-    """Without --threads, a CPU run at batch 32 or less takes one thread (measured faster there); larger
+    """Without --threads, a CPU run at batch 16 or less takes one thread (measured faster there); larger
     batches keep torch's choice, and --threads always wins."""
     before = torch.get_num_threads()
     try:

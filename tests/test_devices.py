@@ -8,14 +8,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+import files
 import registry
 import runs
 import settings
 import train
-from conftest import TINY
+from conftest import TINY, without_timing
 from model import EMA, MLP
 
-TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
 
 
 # ---------------------------------------------------------------------------- fused, where torch has it
@@ -90,7 +90,7 @@ def test_a_resumed_run_keeps_its_device_unless_told(saved, given, here, device, 
 
 def test_resume_config_uses_the_saved_device_and_says_once_when_it_changes(tmp_path, monkeypatch, capsys):
     config = settings.parse_config([*TINY, "--out", str(tmp_path)])
-    runs.write_json(tmp_path / "config.json", config)  # a run folder that has not finished an epoch
+    files.write_json(tmp_path / "config.json", config)  # a run folder that has not finished an epoch
     assert settings.build_parser().parse_args([]).device is None  # "not given" is told from "auto"
     monkeypatch.setattr(settings, "devices_here", lambda: ["cuda", "cpu"])  # a GPU machine
     assert settings.resume_config(tmp_path)["device"] == "cpu" and capsys.readouterr().err == ""
@@ -220,8 +220,7 @@ def test_the_warm_up_step_changes_nothing_the_run_computes(tiny_data, tmp_path, 
     monkeypatch.setattr(train, "WARM_UP", ("cpu",))
     warmed, _ = train.train(settings.parse_config([*flags, "--out", str(tmp_path / "warmed")]))
     assert len(built) == 2  # the run's trainer and the throwaway one
-    rows = [[{k: v for k, v in m.items() if k not in TIMING} for m in runs.read_jsonl(d / "metrics.jsonl")]
-            for d in (plain, warmed)]
+    rows = [without_timing(files.read_jsonl(d / "metrics.jsonl")) for d in (plain, warmed)]
     assert len(rows[0]) == 2 and rows[0] == rows[1]
     weights = [runs.load_checkpoint(d / "model.pt") for d in (plain, warmed)]
     for key in ("model", "ema_model"):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import diagnostics
-import runs
+import files
 import settings
 import train
 from conftest import TINY
@@ -70,7 +70,7 @@ def test_measuring_changes_nothing_the_run_computes(tiny_data, tmp_path):
     for extra in ([], ["--diagnostics", "--noise-scale", "--dropout", "0.2"], ["--dropout", "0.2"]):
         config = settings.parse_config([*TINY, "--data-dir", str(tiny_data), "--out", str(tmp_path), *extra])
         run_dir, summary = train.train(config)
-        rows.append(runs.read_jsonl(run_dir / "metrics.jsonl"))
+        rows.append(files.read_jsonl(run_dir / "metrics.jsonl"))
         summaries.append(summary)
     keys = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
     assert [[r[k] for k in keys] for r in rows[1]] == [[r[k] for k in keys] for r in rows[2]]

@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import claims
 import errors
+import files
 import runs
-from conftest import ROOT, TINY, TINY_SWEEP, idx_file, make_dataset, make_digits, run_script
+import settings
+from conftest import ROOT, TINY, TINY_SWEEP, idx_file, make_dataset, make_digits, run_script, without_timing
 from errors import UserError
 
-TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
 # A run long enough to be interrupted after its first epoch; dropout and momentum make the result
 # depend on the restored random state and optimizer state, not only on the weights. One thread: the
 # machine is shared, and the reference and the resumed run must sum in the same order.
@@ -33,11 +35,6 @@ LONG_EPOCHS = 15
 LONG = ["--no-verify", "--val-split", "200", "--hidden", "32", "--epochs", str(LONG_EPOCHS),
         "--batch-size", "50", "--dropout", "0.2", "--optimizer", "momentum", "--seed", "3",
         "--threads", "1", "--quiet", "--device", "cpu"]
-
-
-def without_timing(metrics):
-    """Metrics rows without the wall-clock fields, which differ between any two runs."""
-    return [{k: v for k, v in m.items() if k not in TIMING} for m in metrics]
 
 
 def snapshot(folder):
@@ -204,39 +201,6 @@ def flag_case(folder, trained, flags, expect):
 
 
 @case
-def unknown_choice(folder, trained):
-    return flag_case(folder, trained, ["--optimizer", "adamm"],
-                     ["argument --optimizer: invalid choice: 'adamm'", "'sgd'", "'adamw'"])
-
-
-@case
-def unknown_flag(folder, trained):
-    return flag_case(folder, trained, ["--learning-rate", "3"],
-                     ["unrecognized arguments: --learning-rate"])
-
-
-@case
-def batch_size_zero(folder, trained):
-    return flag_case(folder, trained, ["--batch-size", "0"], ["argument --batch-size: must be positive"])
-
-
-@case
-def lr_negative(folder, trained):
-    return flag_case(folder, trained, ["--lr", "-0.1"], ["argument --lr: must be positive"])
-
-
-@case
-def epochs_zero(folder, trained):
-    return flag_case(folder, trained, ["--epochs", "0"], ["argument --epochs: must be positive"])
-
-
-@case
-def hidden_malformed(folder, trained):
-    return flag_case(folder, trained, ["--hidden", "256,x"],
-                     ["--hidden '256,x': expected positive layer widths", "--hidden 256,128"])
-
-
-@case
 def cuda_without_gpu(folder, trained):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -301,7 +265,8 @@ def sweep_resumes_other_architecture(folder, trained):
     run = copy_run(trained["run"], out / "runs" / "h32", status="interrupted")
     shutil.copy(trained["other"] / "model.pt", run / "model.pt")
     # Same settings as the run, so the sweep finds it unfinished and resumes it.
-    return {"args": ["sweep.py", "hidden", "32", "--seeds", "1", *TINY_SWEEP, "--data-dir", trained["data"],
+    sweep_flags = [f for f in TINY_SWEEP if f not in ("--hidden", "32")]  # the sweep sets it: refused as a flag
+    return {"args": ["sweep.py", "hidden", "32", "--seeds", "1", *sweep_flags, "--data-dir", trained["data"],
                      "--out", out],
             "code": 1, "unchanged": run, "stream": "stdout",
             "expect": ["failed (exit 2)", "model.pt: does not match the run's config.json"]}
@@ -324,6 +289,25 @@ def evaluate_pickled_payload(folder, trained):
                        f"objects", "could run code"]}
 
 
+@pytest.mark.parametrize("flags, expect", [
+    (["--optimizer", "adamm"], ["argument --optimizer: invalid choice: 'adamm'", "'sgd'", "'adamw'"]),
+    (["--learning-rate", "3"], ["unrecognized arguments: --learning-rate"]),
+    (["--batch-size", "0"], ["argument --batch-size: must be positive"]),
+    (["--lr", "-0.1"], ["argument --lr: must be positive"]),
+    (["--epochs", "0"], ["argument --epochs: must be positive"]),
+    (["--hidden", "256,x"], ["--hidden '256,x': expected positive layer widths", "--hidden 256,128"]),
+])
+def test_a_bad_flag_is_rejected_by_the_parser_with_a_clear_message(flags, expect, capsys):
+    """train.py's parser (settings.parse_config), as its command runs it: exit 2, an `error:` line with the
+    expected text, no traceback; it stops before any data is read or folder made."""
+    with pytest.raises(SystemExit) as exited:
+        errors.run_cli(lambda: settings.parse_config([*TINY, *flags]))
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "error: " in err and "Traceback" not in err, err
+    for text in expect:
+        assert text in err, err
+
+
 @pytest.fixture(scope="module")
 def rejected(trained, tmp_path_factory):
     """Set up every case, then run them two at a time; {name: (case dict, CompletedProcess)}."""
@@ -341,6 +325,7 @@ def rejected(trained, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", CASES)
+@pytest.mark.slow
 def test_rejected_with_a_clear_message(name, rejected):
     """Exit code 2, an `error:` line with the expected text, no traceback, nothing written."""
     if name not in rejected:
@@ -395,7 +380,7 @@ def interrupt_after_an_epoch(long_data, out, signum=signal.SIGINT):
                              "--out", out, "--name", "run"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not runs.read_jsonl(run_dir / "metrics.jsonl"):
+    while not files.read_jsonl(run_dir / "metrics.jsonl"):
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before an epoch"
         time.sleep(0.01)
     proc.send_signal(signum)
@@ -403,6 +388,7 @@ def interrupt_after_an_epoch(long_data, out, signum=signal.SIGINT):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterrupted, tmp_path):
     """A signal after the first epoch leaves a consistent folder; --resume then ends with exactly
     the metrics and step losses of the uninterrupted run. The SIGTERM case also adds a power cut's
@@ -438,6 +424,7 @@ def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterr
         {k: v for k, v in uninterrupted["summary"].items() if k != "train_seconds"}
 
 
+@pytest.mark.slow
 def test_sweep_killed_midway_finishes_only_what_is_missing(trained, tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) after the first run of a
     three-run sweep; the same command then reuses what finished and trains only the rest."""
@@ -446,7 +433,7 @@ def test_sweep_killed_midway_finishes_only_what_is_missing(trained, tmp_path):
     proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, text=True,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     finished = lambda: [d for d in runs.find_runs(tmp_path) if (d / "summary.json").exists()
-                        and runs.read_json(d / "summary.json")["status"] == "completed"]
+                        and files.read_json(d / "summary.json")["status"] == "completed"]
     deadline = time.monotonic() + 120
     while not finished():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -469,6 +456,7 @@ def test_sweep_killed_midway_finishes_only_what_is_missing(trained, tmp_path):
 
 # ---------------------------------------------------------------------------- logs and writes
 
+@pytest.mark.slow
 def test_truncated_last_line_is_tolerated_with_a_warning(trained, tmp_path):
     """A power cut mid-append: readers skip the partial last line of metrics.jsonl and steps.csv
     with a warning; a damaged line before the last one is an error naming the line."""
@@ -493,7 +481,7 @@ def test_truncated_last_line_is_tolerated_with_a_warning(trained, tmp_path):
 def test_writes_are_atomic(tmp_path, monkeypatch):
     """config, summary and checkpoint writes go through write-then-rename: a crash before the rename
     leaves the previous file whole and no temporary file behind."""
-    runs.write_json(tmp_path / "summary.json", {"status": "running"})
+    files.write_json(tmp_path / "summary.json", {"status": "running"})
     runs.save_checkpoint(tmp_path / "model.pt", {"epoch": 1})
     before = snapshot(tmp_path)
 
@@ -501,19 +489,20 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         raise OSError("power cut")
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="power cut"):
-        runs.write_json(tmp_path / "summary.json", {"status": "completed"})
+        files.write_json(tmp_path / "summary.json", {"status": "completed"})
     with pytest.raises(OSError, match="power cut"):
         runs.save_checkpoint(tmp_path / "model.pt", {"epoch": 2, "model": torch.zeros(10_000)})
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_train_writes_config_summary_and_checkpoint_atomically(trained, tmp_path, monkeypatch):
-    """train.py writes config.json, summary.json and model.pt through runs.write_atomic."""
+    """train.py writes config.json, summary.json and model.pt through files.write_atomic."""
     import settings
     import train
     written = []
-    real = runs.write_atomic
-    monkeypatch.setattr(runs, "write_atomic", lambda path, write: (written.append(Path(path).name),
+    real = files.write_atomic
+    monkeypatch.setattr(files, "write_atomic", lambda path, write: (written.append(Path(path).name),
                                                                    real(path, write)))
     args = settings.build_parser().parse_args([*TINY, "--data-dir", str(trained["data"]),
                                                "--out", str(tmp_path), "--epochs", "1"])
@@ -523,6 +512,7 @@ def test_train_writes_config_summary_and_checkpoint_atomically(trained, tmp_path
 
 # ---------------------------------------------------------------------------- divergence
 
+@pytest.mark.slow
 def test_divergence_is_recorded_and_the_process_exits_normally(trained, tmp_path):
     """sgd at lr 1e6 overflows: the run stops with status diverged, where it happened, exit 0."""
     result = run_script("train.py", *TINY, "--data-dir", trained["data"], "--out", tmp_path,
@@ -581,8 +571,8 @@ def test_two_resumes_at_once_write_each_epoch_once(interrupted, uninterrupted, t
 HOLDER = """
 import sys, time
 sys.path.insert(0, {root!r})
-import runs
-with runs.hold({run!r}):
+import claims
+with claims.hold({run!r}):
     print("held", flush=True)
     time.sleep(120)
 """
@@ -620,8 +610,8 @@ def test_a_held_run_folder_is_held_once_per_process(tmp_path):
     (tmp_path / "runs" / ".claims").mkdir()
     (tmp_path / "runs" / ".claims" / "k3y.lock").write_text("process 1 on old since 00:00:00\n")
     said = []
-    with runs.claim(tmp_path, "k3y", say=lambda *a, **k: said.append(a)), runs.hold(run_dir, wait=True, say=said.append):
-        with runs.hold(run_dir):
+    with claims.claim(tmp_path, "k3y", say=lambda *a, **k: said.append(a)), claims.hold(run_dir, wait=True, say=said.append):
+        with claims.hold(run_dir):
             pass
     assert not said, "a claim waited for itself or for a lock file nobody holds"
     assert runs.find_runs(tmp_path) == [] and list(runs.index(tmp_path)) == []
@@ -665,10 +655,11 @@ def train_in_process(monkeypatch, capsys, *argv):
 
 
 @pytest.mark.parametrize("failing", ["metrics.jsonl", "steps.csv", "model.pt", "summary.json"])
+@pytest.mark.slow
 def test_a_full_disk_ends_the_run_at_its_last_saved_epoch(failing, long_data, uninterrupted, tmp_path,
                                                           monkeypatch, capsys):
     """The disk fills once the first checkpoint is on it, so the next write to `failing` fails (half
-    written, then ENOSPC; injected where runs.py opens its files). The run ends with one `error:` line
+    written, then ENOSPC; injected where files.py and runs.py open files). The run ends with one `error:` line
     naming the file, exit code 1, and its folder at the last saved epoch: logs cut back, no temporary
     file, summary.json `failed` with the resume command (where it can be written). Resumed with room
     again, it ends exactly as a run never stopped."""
@@ -678,7 +669,8 @@ def test_a_full_disk_ends_the_run_at_its_last_saved_epoch(failing, long_data, un
         file = open(path, mode, *args, **kwargs)
         full = mode[0] in "wa" and failing in Path(path).name and (run_dir / "model.pt").exists()
         return FullDisk(file) if full else file
-    monkeypatch.setattr(runs, "open", full_disk_open, raising=False)
+    for module in (files, runs):  # where the run's files are opened (runs: model.pt)
+        monkeypatch.setattr(module, "open", full_disk_open, raising=False)
     code, stderr = train_in_process(monkeypatch, capsys, *LONG, "--data-dir", long_data, "--out", tmp_path,
                                     "--name", "run")
     assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
@@ -696,7 +688,8 @@ def test_a_full_disk_ends_the_run_at_its_last_saved_epoch(failing, long_data, un
         assert run["summary"]["resume"] == f"python train.py --resume {run_dir}"
         assert run["summary"]["error"].startswith(f"{run_dir / failing}: No space left on device")
 
-    monkeypatch.setattr(runs, "open", open, raising=False)
+    for module in (files, runs):
+        monkeypatch.setattr(module, "open", open, raising=False)
     code, stderr = train_in_process(monkeypatch, capsys, "--resume", run_dir, "--quiet")
     assert code == 0, stderr
     same_as_uninterrupted(run_dir, uninterrupted)

@@ -9,9 +9,9 @@ import torch
 import runs
 import settings
 import train
-from conftest import ROOT
+from conftest import ROOT, without_timing
 from registry import make_optimizer
-from test_core import tiny_config, without_timing
+from test_core import tiny_config
 
 SUBNORMAL = 1e-40  # float32's smallest normal number is about 1.18e-38
 

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT, TINY_SWEEP, make_dataset, run_script
+import files
 import plots
 import runs
 import sweep
@@ -44,6 +45,7 @@ def run_dirs(out):
     return {p.name for p in runs.find_runs(out)}
 
 
+@pytest.mark.slow
 def test_outputs_and_table_numbers(swept):
     _, out, stdout = swept
     assert "[4/4]" in stdout and "0 reused, 4 to train" in stdout
@@ -51,24 +53,26 @@ def test_outputs_and_table_numbers(swept):
         assert (out / "lr" / f"lr{suffix}").stat().st_size > 0
     rows = read_table(out)
     assert [row["lr"] for row in rows] == [GOOD, BAD]
-    finals = [runs.read_jsonl(d / "metrics.jsonl")[-1]["test_acc"] for d in runs.find_runs(out)
-              if runs.read_json(d / "config.json")["lr"] == float(GOOD)]
+    finals = [files.read_jsonl(d / "metrics.jsonl")[-1]["test_acc"] for d in runs.find_runs(out)
+              if files.read_json(d / "config.json")["lr"] == float(GOOD)]
     assert len(finals) == 2
     expected = f"{100 * statistics.mean(finals):.2f} ± {100 * statistics.stdev(finals):.2f}"
     assert rows[0]["final_test_acc_%"] == expected and rows[0]["completed"] == "2/2"
     assert len(list(csv.DictReader(open(out / "runs.csv")))) == 4
 
 
+@pytest.mark.slow
 def test_diverged_run_is_tabled_not_dropped(swept):
     _, out, _ = swept
-    statuses = [runs.read_json(d / "summary.json")["status"] for d in runs.find_runs(out)
-                if runs.read_json(d / "config.json")["lr"] == float(BAD)]
+    statuses = [files.read_json(d / "summary.json")["status"] for d in runs.find_runs(out)
+                if files.read_json(d / "config.json")["lr"] == float(BAD)]
     assert statuses == ["diverged", "diverged"]  # the value really diverges on this data
     row = read_table(out)[1]
     assert row["completed"] == "0/2" and "seed 0 diverged at epoch 1" in row["status"]
     assert "diverged at epoch 1" in (out / "lr" / "lr.md").read_text()
 
 
+@pytest.mark.slow
 def test_second_call_trains_nothing(swept):
     flags, out, _ = swept
     before = run_dirs(out)
@@ -78,6 +82,7 @@ def test_second_call_trains_nothing(swept):
     assert run_dirs(out) == before
 
 
+@pytest.mark.slow
 def test_plot_only_replots_without_training(swept):
     flags, out, _ = swept
     before = run_dirs(out)
@@ -88,6 +93,7 @@ def test_plot_only_replots_without_training(swept):
     assert run_dirs(out) == before
 
 
+@pytest.mark.slow
 def test_grid_reuses_runs_and_draws_heatmap(swept):
     flags, out, _ = swept
     before = run_dirs(out)
@@ -99,6 +105,7 @@ def test_grid_reuses_runs_and_draws_heatmap(swept):
     assert (out / "lr_x_optimizer" / "lr_x_optimizer_heatmap.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_print_commands_are_runnable(swept):
     flags, out, _ = swept
     args = ["lr", GOOD, "0.02", "--optimizer", "sgd", *flags, "--print-commands"]
@@ -234,13 +241,14 @@ def tuned(tmp_path_factory):
     return flags, root / "out", result.stdout
 
 
+@pytest.mark.slow
 def test_tuned_sweep_compares_fresh_seeds_at_the_best_validation_lr_per_value(tuned):
     _, out, stdout = tuned
     assert "learning-rate search, round 1: 8 runs: 0 reused, 8 to train" in stdout
     assert "comparison: 4 runs: 0 reused, 4 to train" in stdout
     tuning, compared = {}, {}
     for run_dir in runs.find_runs(out):
-        config, summary = runs.read_config(run_dir), runs.read_json(run_dir / "summary.json")
+        config, summary = runs.read_config(run_dir), files.read_json(run_dir / "summary.json")
         into = tuning if config["seed"] in (0, 1) else compared
         into.setdefault((config["activation"], config["lr"]), []).append(summary)
     rows = {row["activation"]: row for row in read_table(out, "activation")}
@@ -261,6 +269,7 @@ def test_tuned_sweep_compares_fresh_seeds_at_the_best_validation_lr_per_value(tu
     assert (out / "activation" / "activation_lr.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_timing_pass_is_saved_retimed_on_request_and_kept_by_plot_only(tuned):
     flags, out, stdout = tuned
     path = out / "activation" / "activation_timing.json"
@@ -278,6 +287,7 @@ def test_timing_pass_is_saved_retimed_on_request_and_kept_by_plot_only(tuned):
     assert not any("(log)" in row for row in rows)  # every value's seconds come from the timing pass
 
 
+@pytest.mark.slow
 def test_variants_set_several_flags_each(swept):
     flags, out, _ = swept
     result = run_script("sweep.py", "--variants", "plain=--lr 0.05", "wide and slow=--hidden 48 --lr 0.02",
@@ -403,6 +413,7 @@ def test_a_grid_figure_gives_each_column_value_a_colour_and_each_row_value_a_lin
     assert plots.grid_styles([SimpleNamespace(label="a"), SimpleNamespace(label="b")]) == plots.styles(2)
 
 
+@pytest.mark.slow
 def test_the_per_run_csv_holds_every_run_and_recomputes_the_table(tuned):
     """<sweep>_runs.csv: the 8 tuning runs and 4 comparison runs, each with its seed, rate and role; the
     table's means and vs_best marks follow from it alone (test_recompute checks the committed ones)."""

@@ -8,14 +8,14 @@ import torch.nn.functional as F
 
 import adversarial
 import dataloader
+import files
 import runs
 import settings
 import train
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, run_script, without_timing
 from errors import UserError
 from model import MLP
 
-TIMING = ("epoch_seconds", "elapsed_seconds", "eval_seconds")
 
 
 def config_for(data_dir, out, *flags):
@@ -99,8 +99,7 @@ def test_resume_with_moving_average_and_dropout_matches_an_uninterrupted_run(tin
     stopped, summary = train.train(config_for(tiny_data, tmp_path / "stopped", *flags))
     assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
     train.train(settings.resume_config(stopped, "cpu"), stopped)
-    rows = [[{k: v for k, v in m.items() if k not in TIMING} for m in runs.read_jsonl(d / "metrics.jsonl")]
-            for d in (whole, stopped)]
+    rows = [without_timing(files.read_jsonl(d / "metrics.jsonl")) for d in (whole, stopped)]
     assert len(rows[0]) == 3 and rows[0] == rows[1]
 
 

@@ -13,6 +13,8 @@ import pytest
 import runs
 from conftest import ROOT, TINY, TINY_SWEEP, make_dataset, run_script
 
+pytestmark = pytest.mark.slow  # every test here starts the scripts as a user would
+
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
@@ -99,8 +101,8 @@ def test_interrupt_while_starting_is_one_line(script, signum, tmp_path):
 CLAIMER = """
 import sys, time
 sys.path.insert(0, {root!r})
-import runs
-with runs.claim({out!r}, "k3y"):
+import claims
+with claims.claim({out!r}, "k3y"):
     print("claimed", flush=True)
     time.sleep({hold})
 """
