@@ -7,6 +7,7 @@ with no completed seed, or one whose final test error is more than OFF_SCALE poi
 value's (a collapse to chance, say), is drawn clipped, and marked and named where it leaves the axis.
 Diverged runs are drawn up to where they diverged and marked with an X.
 """
+import math
 import statistics
 import warnings
 
@@ -488,3 +489,58 @@ def gradient_plot(results, path, title):
     axes[1].set_title("|dL/dW| per layer after training", fontsize=9)
     axes[2].set_title("units never active on the validation set (ReLU's dead units)", fontsize=9)
     return _legend(fig, results, all_styles, title, path, band="line: mean over the completed seeds")
+
+
+def activation_stats_plot(results, path, title):
+    """--activation-stats of each value per epoch, epoch 0 being initialisation: a column per hidden layer,
+    the fraction of its activations that are exactly 0 on the validation images (top; ReLU's sparsity) and
+    its mean activation (bottom; how far from centred on zero), mean line and min–max band over seeds."""
+    done = [[r for r in tables.completed(result) if r["metrics"] and "zero_fraction" in r["metrics"][0]]
+            for result in results]
+    layers = max((len(r["metrics"][0]["zero_fraction"]) for runs in done for r in runs), default=1)
+    fig, axes = plt.subplots(2, layers, figsize=(6.5 * layers, 9), squeeze=False)
+    all_styles = styles(len(results))
+    for runs, style in zip(done, all_styles):
+        for row, key in enumerate(("zero_fraction", "mean_activation")):
+            per_seed = [[r["metrics"][0][f"init_{key}"]] + [m[key] for m in r["metrics"]] for r in runs]
+            for layer in range(layers):
+                series = [[epoch[layer] for epoch in s] for s in per_seed if len(s[0]) > layer]
+                _band(axes[row, layer], np.arange(max(map(len, series), default=0)), series, style)
+    for layer in range(layers):
+        axes[0, layer].set_title(f"hidden layer {layer + 1}: fraction of activations exactly 0", fontsize=9)
+        axes[1, layer].set_title(f"hidden layer {layer + 1}: mean activation", fontsize=9)
+        axes[1, layer].axhline(0, color="grey", linewidth=0.8)
+        for ax in axes[:, layer]:
+            ax.set_xlabel("epoch (0: initialisation)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        axes[0, layer].set_ylim(-0.02, 1.02)
+    return _legend(fig, results, all_styles, title, path)
+
+
+def gradient_loss_plot(results, path, title):
+    """--diagnostics per epoch: the gradient norm over all layers (the root of the sum of the layers'
+    squared norms, on 2,048 training images after the epoch) against the epoch, and against the epoch's
+    mean training loss, on log axes: a loss whose gradient shrinks as its error shrinks falls along a line
+    there, one whose gradient keeps its size stays flat."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
+    all_styles = styles(len(results))
+    for result, style in zip(results, all_styles):
+        runs = [r for r in tables.completed(result) if r["metrics"] and "grad_norms" in r["metrics"][0]]
+        norms = [[math.sqrt(sum(g * g for g in m["grad_norms"])) for m in r["metrics"]] for r in runs]
+        losses = [[m["train_loss"] for m in r["metrics"]] for r in runs]
+        mean = _band(left, np.arange(1, max(map(len, norms), default=0) + 1), norms, style)
+        if len(mean):
+            right.plot(_nan(np.nanmean, _stack(losses))[:len(mean)], mean, color=style[0], linestyle=style[1],
+                       marker="o", markersize=3)
+    for ax in (left, right):
+        ax.set_yscale("log")
+        ax.set_ylabel("gradient norm, all layers (log)")
+        ax.grid(alpha=0.3, which="both")
+    left.set_xlabel("epoch")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_xscale("log")
+    right.set_xlabel("training loss of the epoch (log)")
+    left.set_title("gradient norm after each epoch", fontsize=9)
+    right.set_title("gradient norm against the training loss, epoch by epoch (mean over seeds)", fontsize=9)
+    return _legend(fig, results, all_styles, title, path)

@@ -59,6 +59,10 @@ def _mse_softmax(logits, y):
     return (logits.softmax(1) - _one_hot(logits, y)).pow(2).sum(1).mean()
 
 
+def _l1(logits, y):
+    return (logits - _one_hot(logits, y)).abs().sum(1).mean()
+
+
 def _bce(logits, y):
     # Deliberately the tutorials' two steps, sigmoid then BCELoss (whose log is clamped at -100),
     # rather than the fused, numerically stable bce_logits: comparing the two is the point.
@@ -87,6 +91,8 @@ LOSSES = {
                                     "label, fused and numerically stable (BCEWithLogitsLoss)"),
     "hinge": Loss(_hinge, "multi-class hinge (Weston-Watkins): sum over wrong classes j of "
                           "max(0, 1 - logit[label] + logit[j])"),
+    # A control for MSE's gradient, which shrinks with the error: L1's is +-1 per output however small.
+    "l1": Loss(_l1, "absolute (L1) distance between the logits and the one-hot label"),
 }
 LOSS_NOTE = ("Losses are summed over the 10 outputs and averaged over samples, so they are per-sample "
              "quantities like cross-entropy.")

@@ -387,3 +387,32 @@ def other_settings(base, varied):
         elif value not in (None, s.default):
             texts.append(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}")
     return texts
+
+
+def write_epochs_csv(results, prefix, column):
+    """<prefix>_epochs.csv: a row per epoch of every comparison run (epoch 0: the init_ measurements taken
+    before the first step), every numeric key of its metrics row, a list (a value per layer) spread over
+    numbered columns (grad_norms_1 for the first layer), so that per-epoch figures such as gradient norms
+    and activation statistics are in git beside the tables. Returns its path."""
+    rows = []
+    for result in results:
+        for run, seed in zip(result.runs, result.seeds):
+            metrics = run["metrics"] if run else []
+            init = {k[len("init_"):]: v for k, v in metrics[0].items() if k.startswith("init_")} if metrics else {}
+            for epoch, row in ([(0, init)] if init else []) + [(m["epoch"], m) for m in metrics]:
+                rows.append({column: result.label, "lr": f"{result.lr:g}", "seed": seed, "epoch": epoch,
+                             **_spread({k: v for k, v in row.items() if k != "epoch" and not k.startswith("init_")})})
+    path = f"{prefix}_epochs.csv"
+    write_csv(path, rows, list(dict.fromkeys(k for row in rows for k in row)))
+    return path
+
+
+def _spread(row):
+    """A metrics row's numeric values, a list spread over numbered keys."""
+    flat = {}
+    for key, value in row.items():
+        if isinstance(value, list):
+            flat.update({f"{key}_{i}": v for i, v in enumerate(value, 1)})
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[key] = value
+    return flat
