@@ -235,7 +235,7 @@ def first_round(args, base, n):
 
 def summaries(candidate):
     """The summaries of a candidate's seeds' runs, None where a run is missing or unfinished."""
-    return [r["summary"] if r and r["summary"].get("status") in runs.FINISHED else None for r in candidate.runs]
+    return [r.summary if r and r.status in runs.FINISHED else None for r in candidate.runs]
 
 
 def score(candidate):

@@ -84,7 +84,7 @@ def _runs(result):
 
 
 def _metric(result, key):
-    return [[m[key] for m in r["metrics"]] for r in _runs(result)]
+    return [[m[key] for m in r.metrics] for r in _runs(result)]
 
 
 def _errors(result, key):
@@ -94,7 +94,7 @@ def _errors(result, key):
 
 def _diverged(result):
     """Epochs at which this value's seeds diverged."""
-    return sorted({r["summary"]["diverged_epoch"] for r in _runs(result) if r["summary"].get("status") == "diverged"})
+    return sorted({r.summary["diverged_epoch"] for r in _runs(result) if r.status == "diverged"})
 
 
 def _label(result, show_lr):
@@ -222,7 +222,7 @@ def _step_curves(result):
     curves = []
     for r in _runs(result):
         by_epoch = {}
-        for _, epoch, loss in r["steps"]:
+        for _, epoch, loss in r.steps:
             by_epoch.setdefault(epoch, []).append(loss)
         xs = [e - 1 + (i + 1) / len(ls) for e, ls in sorted(by_epoch.items()) for i in range(len(ls))]
         ys = [loss if np.isfinite(loss) else np.nan for _, ls in sorted(by_epoch.items()) for loss in ls]
@@ -446,8 +446,7 @@ def _search(result):
     each seed's, the rates where one did not, and the error at the chosen rate."""
     means, dots, failed = [], [], []
     for c in sorted(result.options, key=lambda c: c.factor):
-        errors = [100 * (1 - run["summary"]["final_val_acc"]) for run in c.runs
-                  if run and run["summary"].get("status") == "completed"]
+        errors = [100 * (1 - run.final("val_acc")) for run in c.runs if run and run.completed]
         if errors and len(errors) == len(c.runs):
             means.append((c.lr, statistics.mean(errors)))
             dots += [(c.lr, e) for e in errors]
@@ -467,9 +466,9 @@ def gradient_plot(results, path, title):
               ("grad_norms", -1, "gradient norm after the last epoch (log)"),
               ("dead_units", -1, "dead units after the last epoch (fraction)"))
     for result, style in zip(results, all_styles):
-        done = [r for r in tables.completed(result) if r["metrics"] and "grad_norms" in r["metrics"][-1]]
+        done = [r for r in tables.completed(result) if r.metrics and "grad_norms" in r.metrics[-1]]
         for ax, (key, epoch, _) in zip(axes, panels):
-            per_seed = [r["metrics"][epoch][key] for r in done if key in r["metrics"][epoch]]
+            per_seed = [r.metrics[epoch][key] for r in done if key in r.metrics[epoch]]
             if per_seed:
                 mean = np.mean(per_seed, axis=0)
                 ax.plot(np.arange(1, len(mean) + 1), mean, color=style[0], linestyle=style[1], marker="o", markersize=3)
@@ -495,14 +494,14 @@ def activation_stats_plot(results, path, title):
     """--activation-stats of each value per epoch, epoch 0 being initialisation: a column per hidden layer,
     the fraction of its activations that are exactly 0 on the validation images (top; ReLU's sparsity) and
     its mean activation (bottom; how far from centred on zero), mean line and min–max band over seeds."""
-    done = [[r for r in tables.completed(result) if r["metrics"] and "zero_fraction" in r["metrics"][0]]
+    done = [[r for r in tables.completed(result) if r.metrics and "zero_fraction" in r.metrics[0]]
             for result in results]
-    layers = max((len(r["metrics"][0]["zero_fraction"]) for runs in done for r in runs), default=1)
+    layers = max((len(r.metrics[0]["zero_fraction"]) for runs in done for r in runs), default=1)
     fig, axes = plt.subplots(2, layers, figsize=(6.5 * layers, 9), squeeze=False)
     all_styles = styles(len(results))
     for runs, style in zip(done, all_styles):
         for row, key in enumerate(("zero_fraction", "mean_activation")):
-            per_seed = [[r["metrics"][0][f"init_{key}"]] + [m[key] for m in r["metrics"]] for r in runs]
+            per_seed = [[r.metrics[0][f"init_{key}"]] + [m[key] for m in r.metrics] for r in runs]
             for layer in range(layers):
                 series = [[epoch[layer] for epoch in s] for s in per_seed if len(s[0]) > layer]
                 _band(axes[row, layer], np.arange(max(map(len, series), default=0)), series, style)
@@ -526,9 +525,9 @@ def gradient_loss_plot(results, path, title):
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
     all_styles = styles(len(results))
     for result, style in zip(results, all_styles):
-        runs = [r for r in tables.completed(result) if r["metrics"] and "grad_norms" in r["metrics"][0]]
-        norms = [[math.sqrt(sum(g * g for g in m["grad_norms"])) for m in r["metrics"]] for r in runs]
-        losses = [[m["train_loss"] for m in r["metrics"]] for r in runs]
+        runs = [r for r in tables.completed(result) if r.metrics and "grad_norms" in r.metrics[0]]
+        norms = [[math.sqrt(sum(g * g for g in m["grad_norms"])) for m in r.metrics] for r in runs]
+        losses = [[m["train_loss"] for m in r.metrics] for r in runs]
         mean = _band(left, np.arange(1, max(map(len, norms), default=0) + 1), norms, style)
         if len(mean):
             right.plot(_nan(np.nanmean, _stack(losses))[:len(mean)], mean, color=style[0], linestyle=style[1],

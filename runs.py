@@ -26,6 +26,7 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -134,16 +135,34 @@ def check_unfinished(run_dir):
         raise UserError(f"{run_dir}: already {status}; nothing to resume")
 
 
+class Run(NamedTuple):
+    """A run folder read back whole (read_run)."""
+    dir: Path
+    config: dict       # config.json
+    metrics: list      # metrics.jsonl: one row per finished epoch
+    summary: dict      # summary.json, whose keys summarise names; {"status": "unknown"} before it is written
+    steps: list        # steps.csv: (step, epoch, loss)
+
+    @property
+    def status(self):
+        """running, completed, diverged, interrupted, failed, or unknown."""
+        return self.summary.get("status")
+
+    @property
+    def completed(self):
+        """Whether the run completed (not diverged, interrupted, failed or still running)."""
+        return self.status == "completed"
+
+    def final(self, key):
+        """The last epoch's figure `key` of the summary (its final_<key>), e.g. final("test_acc")."""
+        return self.summary[f"final_{key}"]
+
+
 def read_run(run_dir):
-    """Read a whole run folder: {"dir", "config", "metrics", "summary", "steps"}."""
+    """Read a whole run folder as a Run."""
     run_dir = Path(run_dir)
-    return {
-        "dir": run_dir,
-        "config": read_config(run_dir),
-        "metrics": files.read_jsonl(run_dir / "metrics.jsonl"),
-        "summary": read_summary(run_dir),
-        "steps": read_steps(run_dir / "steps.csv"),
-    }
+    return Run(run_dir, read_config(run_dir), files.read_jsonl(run_dir / "metrics.jsonl"), read_summary(run_dir),
+               read_steps(run_dir / "steps.csv"))
 
 
 def find_runs(out):
@@ -365,8 +384,14 @@ def _first_detail(error):
 
 
 def summarise(metrics, status, **extra):
-    """summary.json's content: the status and the last epoch's figures (final_<key> for each key of
-    the row), the best test accuracy, and the test accuracy at the best validation epoch."""
+    """summary.json's content:
+      status, epochs_completed, train_seconds (the last epoch's elapsed_seconds, 0.0 before one);
+      final_<key> for each key of the last epoch row but epoch, the timings and init_*: final_train_loss,
+        final_train_acc, final_val_loss, final_val_acc, final_test_loss, final_test_acc, final_lr and each
+        diagnostic the row holds (final_grad_norms, ...), read back by Run.final(key);
+      init_<key> of the first row (measured before epoch 1);
+      best_test_acc, best_test_epoch; with validation, best_val_acc, best_val_epoch, test_acc_at_best_val;
+      and `extra`: train.py's diverged_epoch, diverged_step, diverged_loss, stopped_early; resume; error."""
     summary = {"status": status, "epochs_completed": len(metrics),
                "train_seconds": metrics[-1]["elapsed_seconds"] if metrics else 0.0}
     if metrics:

@@ -23,7 +23,7 @@ def figures(rows, n, fit, noise, folder, target, base_batch):
 def noise_at_target(noise, target):
     """(epoch, B_simple) of the noise-scale run at the first epoch whose validation accuracy reached the
     target (the last epoch where none did), and B_simple's range over the run."""
-    rows = [m for m in noise["metrics"] if m.get("noise_scale")]
+    rows = [m for m in noise.metrics if m.get("noise_scale")]
     if not rows:
         return None
     at = next((m for m in rows if m["val_acc"] >= target), rows[-1])
@@ -123,14 +123,14 @@ def plot_lr(rows, base_batch, folder, target):
 def plot_noise(noise, fit, folder, target):
     """B_simple after each epoch of the --noise-scale run, beside the fitted critical batch size."""
     fig, ax = plt.subplots(figsize=(8, 5.4))
-    rows = [m for m in noise["metrics"] if m.get("noise_scale")]
+    rows = [m for m in noise.metrics if m.get("noise_scale")]
     ax.plot([m["epoch"] for m in rows], [m["noise_scale"] for m in rows], "o-", color="tab:green", label="B_simple")
     at = noise_at_target(noise, target)
     if at:
         ax.axvline(at[0], color="grey", linestyle=":", label=f"first epoch at {100 * target:g}% validation accuracy")
     if fit:
         ax.axhline(fit[1], color="tab:orange", linestyle="--", label=f"fitted B_crit {fit[1]:.0f}")
-    config = noise["config"]
+    config = noise.config
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("gradient noise scale B_simple = tr(Sigma) / |G|^2 (log)")

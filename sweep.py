@@ -98,7 +98,7 @@ class Candidate(NamedTuple):
     point: Point
     factor: float
     config: dict       # the first seed's config
-    runs: list         # runs.read_run of each seed's run, None where it is missing
+    runs: list         # each seed's runs.Run (runs.read_run), None where it is missing
     seeds: list
     options: tuple = ()  # a chosen value's candidates over the learning rates tried
     search: str = ""     # a chosen value's search: "interior", or why its rate is on an edge
@@ -123,8 +123,7 @@ class Candidate(NamedTuple):
         run is missing."""
         if not all(self.runs):
             return None
-        return stats.rate_score([r["summary"]["final_val_acc"] if r and r["summary"].get("status") == "completed"
-                                 else None for r in self.runs])
+        return stats.rate_score([r.final("val_acc") if r and r.completed else None for r in self.runs])
 
 
 # ---------------------------------------------------------------------------- command line

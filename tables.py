@@ -26,17 +26,16 @@ def mean_std(values, scale=1.0, digits=2):
 
 def completed(result):
     """The runs of a value that completed (not diverged, interrupted or missing)."""
-    return [r for r in result.runs if r and r["summary"].get("status") == "completed"]
+    return [r for r in result.runs if r and r.completed]
 
 
 def final_test_accs(result):
-    return [r["summary"]["final_test_acc"] for r in completed(result)]
+    return [r.final("test_acc") for r in completed(result)]
 
 
 def seed_accs(result):
     """{seed: final test accuracy} of a value's completed runs."""
-    return {seed: r["summary"]["final_test_acc"] for r, seed in zip(result.runs, result.seeds)
-            if r and r["summary"].get("status") == "completed"}
+    return {seed: r.final("test_acc") for r, seed in zip(result.runs, result.seeds) if r and r.completed}
 
 
 def comparison(results):
@@ -76,7 +75,7 @@ def _p(p):
 
 def to_target(run, target):
     """(epoch, training seconds) when test accuracy first reached target, else None."""
-    return next(((m["epoch"], m["elapsed_seconds"]) for m in run["metrics"] if m["test_acc"] >= target), None)
+    return next(((m["epoch"], m["elapsed_seconds"]) for m in run.metrics if m["test_acc"] >= target), None)
 
 
 def seconds_per_epoch(result, timing):
@@ -85,7 +84,7 @@ def seconds_per_epoch(result, timing):
     timed = timing.get("values", {}).get(result.label)
     if timed and timed["key"] == result.key:
         return timed["median"], "timing pass"
-    logged = [statistics.median(m["epoch_seconds"] for m in r["metrics"]) for r in result.runs if r and r["metrics"]]
+    logged = [statistics.median(m["epoch_seconds"] for m in r.metrics) for r in result.runs if r and r.metrics]
     return (statistics.mean(logged), "run logs") if logged else (None, "")
 
 
@@ -99,9 +98,9 @@ def status_text(result):
     """'completed', or which seeds diverged where, which are missing or unfinished."""
     parts = []
     for run, seed in zip(result.runs, result.seeds):
-        status = run["summary"].get("status") if run else "missing"
+        status = run.status if run else "missing"
         if status == "diverged":
-            s = run["summary"]
+            s = run.summary
             parts.append(f"seed {seed} diverged at epoch {s['diverged_epoch']} (step {s['diverged_step']})")
         elif status != "completed":
             parts.append(f"seed {seed} {status}")
@@ -118,14 +117,14 @@ def table_row(result, target, timing, mark, column, fastest=None):
     return {**row, **{column: result.label},
         "completed": f"{len(done)}/{len(result.runs)}",
         "final_test_acc_%": mean_std(final_test_accs(result), 100), "vs_best": mark or "",
-        "best_test_acc_%": mean_std([r["summary"]["best_test_acc"] for r in done], 100),
-        "final_test_loss": mean_std([r["summary"]["final_test_loss"] for r in done], 1, 4),
+        "best_test_acc_%": mean_std([r.summary["best_test_acc"] for r in done], 100),
+        "final_test_loss": mean_std([r.final("test_loss") for r in done], 1, 4),
         f"epochs_to_{100 * target:g}%": (mean_std([e for e, _ in reached], 1, 1) + f" ({len(reached)}/{len(done)})"
                                          if reached else "not reached" if done else ""),
         f"seconds_to_{100 * target:g}%": mean_std([s for _, s in reached], 1, 1) if reached else "",
         "seconds_per_epoch": "" if seconds is None else f"{seconds:.2f}" + ("" if source == "timing pass" else " (log)"),
         "time_vs_fastest": f"{seconds / fastest:.2f}" if fastest and source == "timing pass" else "",
-        "total_train_seconds": mean_std([r["summary"]["train_seconds"] for r in present], 1, 1),
+        "total_train_seconds": mean_std([r.summary["train_seconds"] for r in present], 1, 1),
         "status": status_text(result),
     }
 
@@ -134,7 +133,7 @@ def final_columns(result):
     """Every final_<metric> of the summaries, mean ± std over completed seeds, for the CSV: a metric
     added to train.py's epoch row appears here without a change to this file; a list, such as a value
     per layer, as one column per entry (final_grad_norms_1 for the first layer)."""
-    flat = [_flat(r["summary"]) for r in completed(result)]
+    flat = [_flat(r.summary) for r in completed(result)]
     keys = list(dict.fromkeys(k for f in flat for k in f))
     return {k: mean_std([f[k] for f in flat if f.get(k) is not None], 1, 6) for k in keys}
 
@@ -280,11 +279,11 @@ def write_runs_csv(results, prefix, target, column):
 
 
 def _run_row(column, label, lr, seed, role, run, target):
-    summary = run["summary"] if run else {}
-    reached = to_target(run, target) if summary.get("status") == "completed" else None
-    return {column: label, "lr": f"{lr:g}", "seed": seed, "role": role, "status": summary.get("status", "missing"),
+    summary = run.summary if run else {}
+    reached = to_target(run, target) if run and run.completed else None
+    return {column: label, "lr": f"{lr:g}", "seed": seed, "role": role, "status": run.status if run else "missing",
             **{k: summary.get(k, "") for k in RUN_FIGURES},
-            f"epochs_to_{100 * target:g}%": reached[0] if reached else "", "run": run["dir"].name if run else ""}
+            f"epochs_to_{100 * target:g}%": reached[0] if reached else "", "run": run.dir.name if run else ""}
 
 
 def write_tables(rows, prefix, caption, extra=None):
@@ -309,7 +308,7 @@ def write_csv(path, rows, fields):
 
 def short_status(result):
     """'2 diverged', '1 missing', ...: the seeds that did not complete, counted by status."""
-    statuses = [r["summary"].get("status") if r else "missing" for r in result.runs]
+    statuses = [r.status if r else "missing" for r in result.runs]
     return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses) if s != "completed")
 
 
@@ -397,7 +396,7 @@ def write_epochs_csv(results, prefix, column):
     rows = []
     for result in results:
         for run, seed in zip(result.runs, result.seeds):
-            metrics = run["metrics"] if run else []
+            metrics = run.metrics if run else []
             init = {k[len("init_"):]: v for k, v in metrics[0].items() if k.startswith("init_")} if metrics else {}
             for epoch, row in ([(0, init)] if init else []) + [(m["epoch"], m) for m in metrics]:
                 rows.append({column: result.label, "lr": f"{result.lr:g}", "seed": seed, "epoch": epoch,

@@ -30,7 +30,7 @@ RATES = [0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.4]
 
 def final(run, key):
     """A run's final value of key, or None where it did not complete."""
-    return run["summary"].get(f"final_{key}") if run and run["summary"].get("status") == "completed" else None
+    return run.final(key) if run and run.completed else None
 
 
 def mean_of(values, missing):
@@ -41,7 +41,7 @@ RULES = {
     "final validation accuracy": lambda runs_, i: mean_of([final(r, "val_acc") for r in runs_[i]], 0.0),
     "final validation loss": lambda runs_, i: -mean_of([final(r, "val_loss") for r in runs_[i]], math.inf),
     "validation accuracy of the last 3 epochs": lambda runs_, i: mean_of(
-        [statistics.mean(m["val_acc"] for m in r["metrics"][-3:]) if final(r, "val_acc") is not None else None
+        [statistics.mean(m["val_acc"] for m in r.metrics[-3:]) if final(r, "val_acc") is not None else None
          for r in runs_[i]], 0.0),
     "final validation accuracy, smoothed over neighbouring rates": lambda runs_, i: _smoothed(runs_, i),
 }

@@ -400,13 +400,13 @@ def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterr
     assert "Traceback" not in stderr, stderr
     assert f"continue with: python train.py --resume {run_dir}" in stderr
     run = runs.read_run(run_dir)
-    done = len(run["metrics"])
-    assert run["summary"]["status"] == "interrupted"
+    done = len(run.metrics)
+    assert run.status == "interrupted"
     assert 1 <= done < LONG_EPOCHS, "the signal did not land mid-run"
-    assert run["summary"]["epochs_completed"] == done == runs.load_checkpoint(run_dir / "model.pt")["epoch"]
-    assert [m["epoch"] for m in run["metrics"]] == list(range(1, done + 1))
-    assert run["summary"]["resume"] == f"python train.py --resume {run_dir}"
-    assert without_timing(run["metrics"]) == without_timing(uninterrupted["metrics"][:done])
+    assert run.summary["epochs_completed"] == done == runs.load_checkpoint(run_dir / "model.pt")["epoch"]
+    assert [m["epoch"] for m in run.metrics] == list(range(1, done + 1))
+    assert run.summary["resume"] == f"python train.py --resume {run_dir}"
+    assert without_timing(run.metrics) == without_timing(uninterrupted.metrics[:done])
 
     if signum == signal.SIGTERM:
         with open(run_dir / "metrics.jsonl", "a") as f:
@@ -417,11 +417,11 @@ def test_interrupt_then_resume_matches_uninterrupted(signum, long_data, uninterr
     if signum == signal.SIGTERM:
         assert "metrics.jsonl: last line" in resumed.stderr and "truncated; ignored" in resumed.stderr
     run = runs.read_run(run_dir)
-    assert run["summary"]["status"] == "completed"
-    assert without_timing(run["metrics"]) == without_timing(uninterrupted["metrics"])
-    assert run["steps"] == uninterrupted["steps"]
-    assert {k: v for k, v in run["summary"].items() if k != "train_seconds"} == \
-        {k: v for k, v in uninterrupted["summary"].items() if k != "train_seconds"}
+    assert run.status == "completed"
+    assert without_timing(run.metrics) == without_timing(uninterrupted.metrics)
+    assert run.steps == uninterrupted.steps
+    assert {k: v for k, v in run.summary.items() if k != "train_seconds"} == \
+        {k: v for k, v in uninterrupted.summary.items() if k != "train_seconds"}
 
 
 @pytest.mark.slow
@@ -470,7 +470,7 @@ def test_truncated_last_line_is_tolerated_with_a_warning(trained, tmp_path):
         damaged = runs.read_run(run)
     assert {str(w.message).split(":")[0] for w in caught} == {str(run / "metrics.jsonl"),
                                                              str(run / "steps.csv")}
-    assert damaged["metrics"] == complete["metrics"] and damaged["steps"] == complete["steps"]
+    assert damaged.metrics == complete.metrics and damaged.steps == complete.steps
 
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(["{broken", *lines[1:]]) + "\n")
@@ -520,11 +520,11 @@ def test_divergence_is_recorded_and_the_process_exits_normally(trained, tmp_path
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     run = runs.read_run(tmp_path / "runs" / "run")
-    summary = run["summary"]
+    summary = run.summary
     assert summary["status"] == "diverged"
     assert summary["diverged_loss"] in ("nan", "inf", "-inf")
     assert summary["diverged_epoch"] == 1 and 1 <= summary["diverged_step"] <= 10
-    assert summary["epochs_completed"] == len(run["metrics"]) == 0
+    assert summary["epochs_completed"] == len(run.metrics) == 0
     again = run_script("train.py", "--resume", tmp_path / "runs" / "run")
     assert again.returncode == 2 and "already diverged; nothing to resume" in again.stderr
 
@@ -534,10 +534,10 @@ def test_divergence_is_recorded_and_the_process_exits_normally(trained, tmp_path
 def same_as_uninterrupted(run_dir, uninterrupted):
     """The run in run_dir completed with exactly the uninterrupted run's epochs and step losses."""
     run = runs.read_run(run_dir)
-    assert run["summary"]["status"] == "completed"
-    assert [m["epoch"] for m in run["metrics"]] == list(range(1, LONG_EPOCHS + 1)), "an epoch is missing or twice"
-    assert without_timing(run["metrics"]) == without_timing(uninterrupted["metrics"])
-    assert run["steps"] == uninterrupted["steps"]
+    assert run.status == "completed"
+    assert [m["epoch"] for m in run.metrics] == list(range(1, LONG_EPOCHS + 1)), "an epoch is missing or twice"
+    assert without_timing(run.metrics) == without_timing(uninterrupted.metrics)
+    assert run.steps == uninterrupted.steps
 
 
 @pytest.fixture(scope="module")
@@ -678,15 +678,15 @@ def test_a_full_disk_ends_the_run_at_its_last_saved_epoch(failing, long_data, un
                              f"the run stopped after epoch 1 ("), stderr
     assert stderr.strip().endswith(f"continue it with: python train.py --resume {run_dir}")
     run = runs.read_run(run_dir)
-    assert [m["epoch"] for m in run["metrics"]] == [1] == [runs.load_checkpoint(run_dir / "model.pt")["epoch"]]
-    assert {epoch for _, epoch, _ in run["steps"]} == {1}
+    assert [m["epoch"] for m in run.metrics] == [1] == [runs.load_checkpoint(run_dir / "model.pt")["epoch"]]
+    assert {epoch for _, epoch, _ in run.steps} == {1}
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
     if failing == "summary.json":  # the summary too is out of room: the message says it may lag
         assert "summary.json could not be updated either and may still say running" in stderr
     else:
-        assert run["summary"]["status"] == "failed" and run["summary"]["epochs_completed"] == 1
-        assert run["summary"]["resume"] == f"python train.py --resume {run_dir}"
-        assert run["summary"]["error"].startswith(f"{run_dir / failing}: No space left on device")
+        assert run.status == "failed" and run.summary["epochs_completed"] == 1
+        assert run.summary["resume"] == f"python train.py --resume {run_dir}"
+        assert run.summary["error"].startswith(f"{run_dir / failing}: No space left on device")
 
     for module in (files, runs):
         monkeypatch.setattr(module, "open", open, raising=False)
@@ -719,7 +719,7 @@ def test_a_full_filesystem_then_resume(long_data, uninterrupted, tmp_path):
         pytest.skip("cannot mount a small filesystem here (needs unshare and user namespaces)")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    size = (uninterrupted["dir"] / "model.pt").stat().st_size * 3 // 2 + 64 * 1024
+    size = (uninterrupted.dir / "model.pt").stat().st_size * 3 // 2 + 64 * 1024
     script = FULL_DISK.format(size=size, mnt=mnt, tmp=tmp_path, python=sys.executable,
                               args=" ".join(map(str, [*LONG, "--data-dir", long_data])))
     subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], cwd=ROOT, timeout=600)
@@ -728,7 +728,7 @@ def test_a_full_filesystem_then_resume(long_data, uninterrupted, tmp_path):
     assert failed_err.startswith(f"error: {mnt / 'runs' / 'run' / 'model.pt'}: No space left on device")
     assert len(failed_err.strip().splitlines()) == 1, failed_err
     failed = runs.read_run(tmp_path / "failed")
-    assert failed["summary"]["status"] == "failed"
-    assert len(failed["metrics"]) == failed["summary"]["epochs_completed"] >= 1
+    assert failed.status == "failed"
+    assert len(failed.metrics) == failed.summary["epochs_completed"] >= 1
     assert (tmp_path / "resumed.code").read_text().strip() == "0", (tmp_path / "resumed.err").read_text()
     same_as_uninterrupted(tmp_path / "resumed", uninterrupted)

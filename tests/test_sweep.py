@@ -153,12 +153,12 @@ def test_bad_input_is_a_user_error(tmp_path, args, message):
 # ---------------------------------------------------------------------------- fair sweeps (issue 10)
 
 def fake_run(test_acc, val_acc, status="completed"):
-    """A run dict as runs.read_run returns it, with only what tables and plots read."""
+    """A runs.Run as runs.read_run returns it, with only what tables and plots read."""
     summary = {"status": status, "final_test_acc": test_acc, "final_val_acc": val_acc, "best_test_acc": test_acc,
                "final_test_loss": 0.1, "train_seconds": 1.0}
     metrics = [{"epoch": 1, "test_acc": test_acc, "train_acc": test_acc, "elapsed_seconds": 1.0, "epoch_seconds": 1.0,
                 "train_loss": 0.1, "test_loss": 0.1}] if status == "completed" else []
-    return {"summary": summary, "metrics": metrics, "steps": []}
+    return runs.Run(None, {}, metrics, summary, [])
 
 
 def fake_result(label, test_accs, val_accs=None, factor=1.0):
