@@ -19,7 +19,7 @@ import matplotlib.transforms as mtransforms  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-import tables  # noqa: E402
+import outcomes  # noqa: E402
 
 BAND = "line: mean over seeds, band: min–max over seeds"
 OFF_SCALE = 20        # points of test error above the best value's final error that leave the axis
@@ -104,7 +104,7 @@ def _label(result, show_lr):
 
 
 def _final_error(result):
-    finals = tables.final_test_accs(result)
+    finals = outcomes.final_test_accs(result)
     return 100 * (1 - statistics.mean(finals)) if finals else None
 
 
@@ -173,7 +173,7 @@ def _mark_diverged(axes, result, colour):
 def _legend(fig, results, all_styles, title, path, band=BAND):
     """The shared legend below the panels, the title above; save and close."""
     handles = [plt.Line2D([], [], color=c, linestyle=ls, marker="o", markersize=3) for c, ls in all_styles]
-    with_lr = tables.show_lr(results)
+    with_lr = outcomes.show_lr(results)
     labels = [_label(r, with_lr) for r in results]
     n = len(results)
     ncol = n if n <= 6 else min(6, -(-n // 2))
@@ -277,9 +277,9 @@ def plot_acc(results, marks, path, title):
 
 def _ranking(ax, results, all_styles, marks, off):
     """Each value's final test error: seeds as dots, the mean as a large marker, best at the top.
-    Filled: the best value and those within noise of it (tables.comparison); hollow: lower."""
+    Filled: the best value and those within noise of it (outcomes.comparison); hollow: lower."""
     order = sorted(results, key=lambda r: (r.label in off, _final_error(r) if _final_error(r) is not None else 1e9))
-    seeds = {r.label: [100 * (1 - a) for a in tables.final_test_accs(r)] for r in results}
+    seeds = {r.label: [100 * (1 - a) for a in outcomes.final_test_accs(r)] for r in results}
     low, high = _limits([seeds[r.label] for r in results if r.label not in off], margin=1.08)
     style_of = {r.label: s for r, s in zip(results, all_styles)}
     for rank, r in enumerate(order):
@@ -307,9 +307,9 @@ def plot_time(results, timing, path, title):
     """Seconds per epoch of each value (the timing pass), and test error against training seconds."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
     all_styles, off = styles(len(results)), off_scale(results)
-    fastest = tables.fastest_seconds(results, timing)
+    fastest = outcomes.fastest_seconds(results, timing)
     for i, (result, style) in enumerate(zip(results, all_styles)):
-        seconds, source = tables.seconds_per_epoch(result, timing)
+        seconds, source = outcomes.seconds_per_epoch(result, timing)
         if seconds is None:
             left.text(i, 0, "no finished\nepoch", ha="center", va="bottom", fontsize=8, color=style[0])
             continue
@@ -338,7 +338,7 @@ def plot_time(results, timing, path, title):
 
 def sweep_plots(results, timing, prefix, title):
     """Write <prefix>_loss.png, <prefix>_acc.png and <prefix>_time.png; returns their paths."""
-    prefix, marks = str(prefix), tables.comparison(results)[0]
+    prefix, marks = str(prefix), outcomes.comparison(results)[0]
     return [plot_loss(results, f"{prefix}_loss.png", title), plot_acc(results, marks, f"{prefix}_acc.png", title),
             plot_time(results, timing, f"{prefix}_time.png", title)]
 
@@ -351,7 +351,7 @@ def heatmap(results, path, title, names):
     cells = {r.point.coords: r for r in results}
     grid = np.full((len(rows), len(cols)), np.nan)
     for (a, b), r in cells.items():
-        finals = tables.final_test_accs(r)
+        finals = outcomes.final_test_accs(r)
         if finals:
             grid[rows.index(a), cols.index(b)] = 100 * np.mean(finals)
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
@@ -359,10 +359,10 @@ def heatmap(results, path, title, names):
     fig, ax = plt.subplots(figsize=(1.7 * len(cols) + 3, 0.9 * len(rows) + 2.5))
     # The colours span the cells' own range (not up to 100%), so close cells still differ in colour.
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=max(high, low + 0.01))
-    with_lr = tables.show_lr(results)
+    with_lr = outcomes.show_lr(results)
     for (a, b), r in cells.items():
         i, j = rows.index(a), cols.index(b)
-        value, note = grid[i, j], tables.short_status(r)
+        value, note = grid[i, j], outcomes.short_status(r)
         text = (f"{value:.2f}" if np.isfinite(value) else "") + (f"\n(lr {r.lr:g})" if with_lr else "") \
             + (f"\n({note})" if note else "")
         dark = np.isfinite(value) and image.norm(value) < 0.6
@@ -466,7 +466,7 @@ def gradient_plot(results, path, title):
               ("grad_norms", -1, "gradient norm after the last epoch (log)"),
               ("dead_units", -1, "dead units after the last epoch (fraction)"))
     for result, style in zip(results, all_styles):
-        done = [r for r in tables.completed(result) if r.metrics and "grad_norms" in r.metrics[-1]]
+        done = [r for r in outcomes.completed(result) if r.metrics and "grad_norms" in r.metrics[-1]]
         for ax, (key, epoch, _) in zip(axes, panels):
             per_seed = [r.metrics[epoch][key] for r in done if key in r.metrics[epoch]]
             if per_seed:
@@ -494,7 +494,7 @@ def activation_stats_plot(results, path, title):
     """--activation-stats of each value per epoch, epoch 0 being initialisation: a column per hidden layer,
     the fraction of its activations that are exactly 0 on the validation images (top; ReLU's sparsity) and
     its mean activation (bottom; how far from centred on zero), mean line and min–max band over seeds."""
-    done = [[r for r in tables.completed(result) if r.metrics and "zero_fraction" in r.metrics[0]]
+    done = [[r for r in outcomes.completed(result) if r.metrics and "zero_fraction" in r.metrics[0]]
             for result in results]
     layers = max((len(r.metrics[0]["zero_fraction"]) for runs in done for r in runs), default=1)
     fig, axes = plt.subplots(2, layers, figsize=(6.5 * layers, 9), squeeze=False)
@@ -525,7 +525,7 @@ def gradient_loss_plot(results, path, title):
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
     all_styles = styles(len(results))
     for result, style in zip(results, all_styles):
-        runs = [r for r in tables.completed(result) if r.metrics and "grad_norms" in r.metrics[0]]
+        runs = [r for r in outcomes.completed(result) if r.metrics and "grad_norms" in r.metrics[0]]
         norms = [[math.sqrt(sum(g * g for g in m["grad_norms"])) for m in r.metrics] for r in runs]
         losses = [[m["train_loss"] for m in r.metrics] for r in runs]
         mean = _band(left, np.arange(1, max(map(len, norms), default=0) + 1), norms, style)

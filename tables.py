@@ -3,15 +3,14 @@ which values differ from the best by more than the noise between seeds, how each
 was chosen, the grid of a two-setting sweep, and <out>/runs.csv, the index of every run."""
 import csv
 import io
-import math
 import statistics
 from pathlib import Path
 
 import files
+import outcomes
 import runs
 import settings
 import stats
-
 
 
 def mean_std(values, scale=1.0, digits=2):
@@ -24,74 +23,9 @@ def mean_std(values, scale=1.0, digits=2):
     return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
 
 
-def completed(result):
-    """The runs of a value that completed (not diverged, interrupted or missing)."""
-    return [r for r in result.runs if r and r.completed]
-
-
-def final_test_accs(result):
-    return [r.final("test_acc") for r in completed(result)]
-
-
-def seed_accs(result):
-    """{seed: final test accuracy} of a value's completed runs."""
-    return {seed: r.final("test_acc") for r, seed in zip(result.runs, result.seeds) if r and r.completed}
-
-
-def comparison(results):
-    """Each value against the best one (the highest mean final test accuracy), seed by seed: see
-    compare_accs."""
-    return compare_accs({r.label: seed_accs(r) for r in results})
-
-
-def compare_accs(accs):
-    """From {label: {seed: final test accuracy}}, each value against the best one (the highest mean),
-    seed by seed: ({label: 'best', 'within noise (p 0.31)' or 'lower (p 0.004)'}, what the comparison
-    resolves: {"seeds", "comparisons", "sd", "resolves"}, {} where nothing was compared). p is the
-    paired t-test's over the seeds both values completed, Holm-adjusted over the values compared; a
-    value with fewer than 2 completed seeds is not compared."""
-    ranked = [label for label, a in accs.items() if len(a) >= 2]
-    if not ranked:
-        return {}, {}
-    best = max(ranked, key=lambda label: statistics.mean(accs[label].values()))
-    pairs = {}
-    for label in ranked:
-        common = sorted(set(accs[label]) & set(accs[best]))
-        if label != best and len(common) >= 2:
-            pairs[label] = ([accs[label][s] for s in common], [accs[best][s] for s in common])
-    adjusted = stats.holm({label: stats.paired_p(a, b) for label, (a, b) in pairs.items()})
-    marks = {best: "best", **{label: f"{'lower' if p < stats.ALPHA else 'within noise'} ({_p(p)})"
-                              for label, p in adjusted.items()}}
-    if not pairs:
-        return marks, {}
-    sd = math.sqrt(statistics.mean(statistics.variance([x - y for x, y in zip(a, b)]) for a, b in pairs.values()))
-    n = min(len(a) for a, _ in pairs.values())
-    return marks, {"seeds": n, "comparisons": len(pairs), "sd": sd, "resolves": stats.resolvable(sd, n, len(pairs))}
-
-
-def _p(p):
-    return "p < 0.001" if p < 0.001 else f"p {p:.2g}"
-
-
 def to_target(run, target):
     """(epoch, training seconds) when test accuracy first reached target, else None."""
     return next(((m["epoch"], m["elapsed_seconds"]) for m in run.metrics if m["test_acc"] >= target), None)
-
-
-def seconds_per_epoch(result, timing):
-    """(seconds per epoch, where from): the timing pass's median where it timed these settings, else
-    the median epoch of each run's log, averaged over seeds."""
-    timed = timing.get("values", {}).get(result.label)
-    if timed and timed["key"] == result.key:
-        return timed["median"], "timing pass"
-    logged = [statistics.median(m["epoch_seconds"] for m in r.metrics) for r in result.runs if r and r.metrics]
-    return (statistics.mean(logged), "run logs") if logged else (None, "")
-
-
-def fastest_seconds(results, timing):
-    """The timing pass's seconds per epoch of the fastest value it timed, None if it timed none."""
-    timed = [seconds_per_epoch(r, timing) for r in results]
-    return min((s for s, source in timed if source == "timing pass"), default=None)
 
 
 def status_text(result):
@@ -110,13 +44,13 @@ def status_text(result):
 def table_row(result, target, timing, mark, column, fastest=None):
     """One row of the sweep table: mean ± std over the completed seeds of one value; fastest is the
     timing pass's seconds per epoch of the fastest value."""
-    present, done = [r for r in result.runs if r], completed(result)
+    present, done = [r for r in result.runs if r], outcomes.completed(result)
     reached = [t for t in (to_target(r, target) for r in done) if t]
-    seconds, source = seconds_per_epoch(result, timing)
+    seconds, source = outcomes.seconds_per_epoch(result, timing)
     row = {column: result.label, "lr": f"{result.lr:g}"}  # the value's own column wins if it is lr
     return {**row, **{column: result.label},
         "completed": f"{len(done)}/{len(result.runs)}",
-        "final_test_acc_%": mean_std(final_test_accs(result), 100), "vs_best": mark or "",
+        "final_test_acc_%": mean_std(outcomes.final_test_accs(result), 100), "vs_best": mark or "",
         "best_test_acc_%": mean_std([r.summary["best_test_acc"] for r in done], 100),
         "final_test_loss": mean_std([r.final("test_loss") for r in done], 1, 4),
         f"epochs_to_{100 * target:g}%": (mean_std([e for e, _ in reached], 1, 1) + f" ({len(reached)}/{len(done)})"
@@ -133,7 +67,7 @@ def final_columns(result):
     """Every final_<metric> of the summaries, mean ± std over completed seeds, for the CSV: a metric
     added to train.py's epoch row appears here without a change to this file; a list, such as a value
     per layer, as one column per entry (final_grad_norms_1 for the first layer)."""
-    flat = [_flat(r.summary) for r in completed(result)]
+    flat = [_flat(r.summary) for r in outcomes.completed(result)]
     keys = list(dict.fromkeys(k for f in flat for k in f))
     return {k: mean_std([f[k] for f in flat if f.get(k) is not None], 1, 6) for k in keys}
 
@@ -154,8 +88,8 @@ def _flat(summary):
 def write_sweep_tables(results, timing, prefix, title, sweep):
     """<prefix>.csv and .md (a row per value), and where the lr is tuned <prefix>_tuning.csv and .md (a
     row per value, a column per learning rate tried). Returns the paths written."""
-    marks, resolution = comparison(results)
-    fastest = fastest_seconds(results, timing)
+    marks, resolution = outcomes.comparison(results)
+    fastest = outcomes.fastest_seconds(results, timing)
     rows = [table_row(r, sweep.target, timing, marks.get(r.label), sweep.column, fastest) for r in results]
     how = (f"s/epoch: timing pass, {timing['rounds']} rounds in which every value trained "
            f"{timing['fraction']:g} epoch in turn ({timing['threads']} thread(s), {timing['measured']}); a value's "
@@ -209,7 +143,7 @@ def tuning_rows(results, column):
             score = "" if smooth[c.factor] is None else f"{100 * smooth[c.factor]:.2f}"
             own = "" if c.val_score is None else f"{100 * c.val_score:.2f}, "
             star = "*" if c.factor == r.factor else ""
-            note = short_status(c)
+            note = outcomes.short_status(c)
             row[_factor(c.factor)] = f"{score}{star} ({own}lr {c.lr:g}{', ' + note if note else ''})"
         rows.append({**row, "search": r.search})
     return rows
@@ -306,27 +240,15 @@ def write_csv(path, rows, fields):
     files.write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue()))
 
 
-def short_status(result):
-    """'2 diverged', '1 missing', ...: the seeds that did not complete, counted by status."""
-    statuses = [r.status if r else "missing" for r in result.runs]
-    return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses) if s != "completed")
-
-
-def show_lr(results):
-    """Whether to name each value's learning rate: where it differs between values and is not the
-    value itself (tables, legends and heatmap cells alike)."""
-    return len({r.lr for r in results}) > 1 and any(set(r.point.settings) != {"lr"} for r in results)
-
-
 def write_grid(results, prefix, title, rows_name):
     """<prefix>.csv and .md: a row per value of the first setting, a column per value of the second,
     each cell the final test accuracy (%), mean ± std over seeds, or what went wrong, and the learning
     rate where show_lr says so."""
-    rows, with_lr = {}, show_lr(results)
+    rows, with_lr = {}, outcomes.show_lr(results)
     for r in results:
         a, b = r.point.coords
-        notes = ", ".join(filter(None, [f"lr {r.lr:g}" if with_lr else "", short_status(r)]))
-        cell = " ".join(filter(None, [mean_std(final_test_accs(r), 100), f"({notes})" if notes else ""]))
+        notes = ", ".join(filter(None, [f"lr {r.lr:g}" if with_lr else "", outcomes.short_status(r)]))
+        cell = " ".join(filter(None, [mean_std(outcomes.final_test_accs(r), 100), f"({notes})" if notes else ""]))
         rows.setdefault(a, {rows_name: a})[b] = cell
     write_tables(list(rows.values()), prefix, f"Final test accuracy (%), {title}.")
     return [f"{prefix}.csv", f"{prefix}.md"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import outcomes
 import tables
 from conftest import ROOT
 
@@ -30,7 +31,7 @@ def recompute(runs_csv):
             seeds = accs.setdefault(row[column], {})
             if row["status"] == "completed":
                 seeds[int(row["seed"])] = float(row["final_test_acc"])
-    marks, _ = tables.compare_accs(accs)
+    marks, _ = outcomes.compare_accs(accs)
     return {label: (tables.mean_std(list(a.values()), 100), marks.get(label, "")) for label, a in accs.items()}
 
 

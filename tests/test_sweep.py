@@ -1,6 +1,7 @@
 """End-to-end tests of sweep.py on tiny synthetic data: one sweep of 2 learning rates x 2 seeds (one
 rate diverges) is trained once for the module; the other tests check reuse, --plot-only,
 --print-commands, the grid and bad inputs against it."""
+import ast
 import csv
 import json
 import random
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import ROOT, TINY_SWEEP, make_dataset, run_script
 import files
+import outcomes
 import plots
 import runs
 import sweep
@@ -213,11 +215,20 @@ def test_t_distribution_matches_known_values():
 def test_noise_marks_say_which_values_differ_from_the_best():
     results = [fake_result("a", [0.985, 0.986, 0.984]), fake_result("b", [0.983, 0.987, 0.985]),
                fake_result("c", [0.970, 0.971, 0.969]), fake_result("d", [0.99])]
-    marks, resolution = tables.comparison(results)
+    marks, resolution = outcomes.comparison(results)
     assert marks["a"] == "best" and marks["b"].startswith("within noise (p ")
     assert marks["c"] == "lower (p < 0.001)" and "d" not in marks  # one seed: no test
     assert resolution["seeds"] == 3 and resolution["comparisons"] == 2
 
+
+
+def test_plots_take_what_they_share_with_tables_from_outcomes():
+    imported = {alias.name for node in ast.walk(ast.parse((ROOT / "plots.py").read_text()))
+                if isinstance(node, ast.Import) for alias in node.names}
+    assert "outcomes" in imported and "tables" not in imported
+    result = fake_result("a", [0.98, 0.97])
+    result.runs[1] = fake_run(0.1, 0.1, status="diverged")
+    assert outcomes.final_test_accs(result) == [0.98] and outcomes.short_status(result) == "1 diverged"
 
 def test_a_collapsed_value_leaves_the_error_axis():
     results = [fake_result("ok", [0.985, 0.984]), fake_result("slow", [0.925, 0.926]),
