@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -205,9 +206,10 @@ def check_out(out):
     runs_dir = Path(out) / "runs"
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
-        probe = runs_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # A probe of this process's own: a sweep's --jobs start runs together, and with one shared name
+        # a run removing its probe could remove another's before that one did.
+        with tempfile.NamedTemporaryFile(dir=runs_dir, prefix=".write-test-"):
+            pass
     except OSError as e:
         raise UserError(f"--out {out}: cannot write there ({e.strerror}); choose a writable folder "
                         f"with --out") from None

@@ -732,3 +732,26 @@ def test_a_full_filesystem_then_resume(long_data, uninterrupted, tmp_path):
     assert len(failed.metrics) == failed.summary["epochs_completed"] >= 1
     assert (tmp_path / "resumed.code").read_text().strip() == "0", (tmp_path / "resumed.err").read_text()
     same_as_uninterrupted(tmp_path / "resumed", uninterrupted)
+
+
+def test_runs_starting_together_all_find_the_results_folder_writable(tmp_path):
+    """Each run checks that <out>/runs is writable as it starts, and a sweep's --jobs start several at
+    once: the probe must be each process's own, or one removes another's and that run fails with 'cannot
+    write there (No such file or directory)' (seen in CI with --jobs 2)."""
+    import threading
+    failures = []
+
+    def check():
+        for _ in range(300):
+            try:
+                runs.check_out(tmp_path)
+            except UserError as e:
+                failures.append(str(e))
+
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert list((tmp_path / "runs").iterdir()) == []  # no probe left behind
