@@ -68,7 +68,7 @@ def augment(x, config, background, generator):
     if config["elastic_alpha"] > 0:
         field = elastic_field(n, config["elastic_alpha"], config["elastic_sigma"], generator, x)
         grid = grid + field * PIXEL
-    return _sample(images, grid, background).reshape(n, SIDE * SIDE)
+    return sample(images, grid, background).reshape(n, SIDE * SIDE)
 
 
 def _uniform(n, half_width, generator, like):
@@ -128,7 +128,7 @@ def elastic_field(n, alpha, sigma, generator, like):
     return (smooth.view(n, 2, SIDE, SIDE) * alpha).permute(0, 2, 3, 1)
 
 
-def _sample(images, grid, background):
+def sample(images, grid, background):
     """Bilinear sampling of images (N, 1, 28, 28) at grid, with background outside the image.
 
     grid_sample pads with zeros, which in normalised units is mid-grey; sampling x - background and

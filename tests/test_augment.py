@@ -53,7 +53,7 @@ def warp(x, angle=0.0, scale=1.0, shear=0.0, dx=0.0, dy=0.0):
     n = x.shape[0]
     args = [torch.full((n,), float(v)) for v in (angle, scale, shear, dx, dy)]
     grid = F.affine_grid(augment.affine_matrix(*args), (n, 1, 28, 28), align_corners=False)
-    return augment._sample(x.reshape(n, 1, 28, 28), grid, BG).reshape(n, 784)
+    return augment.sample(x.reshape(n, 1, 28, 28), grid, BG).reshape(n, 784)
 
 
 # ---------------------------------------------------------------------------- switching on and off
