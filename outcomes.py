@@ -1,7 +1,6 @@
 """What each value of a sweep came to over its seeds, read from its runs (runs.Run): which completed,
 their final test accuracies, each value against the best one, how long an epoch took, what went wrong.
 tables.py and plots.py both show these."""
-import math
 import statistics
 
 import stats
@@ -43,14 +42,9 @@ def compare_accs(accs):
         common = sorted(set(accs[label]) & set(accs[best]))
         if label != best and len(common) >= 2:
             pairs[label] = ([accs[label][s] for s in common], [accs[best][s] for s in common])
-    adjusted = stats.holm({label: stats.paired_p(a, b) for label, (a, b) in pairs.items()})
-    marks = {best: "best", **{label: f"{'lower' if p < stats.ALPHA else 'within noise'} ({_p(p)})"
-                              for label, p in adjusted.items()}}
-    if not pairs:
-        return marks, {}
-    sd = math.sqrt(statistics.mean(statistics.variance([x - y for x, y in zip(a, b)]) for a, b in pairs.values()))
-    n = min(len(a) for a, _ in pairs.values())
-    return marks, {"seeds": n, "comparisons": len(pairs), "sd": sd, "resolves": stats.resolvable(sd, n, len(pairs))}
+    adjusted, resolution = stats.paired_tests(pairs)
+    return {best: "best", **{label: f"{'lower' if p < stats.ALPHA else 'within noise'} ({_p(p)})"
+                             for label, p in adjusted.items()}}, resolution
 
 
 def _p(p):

@@ -16,7 +16,6 @@ sgd_vs_gd.csv/.md (mean ± std over seeds).
 """
 import argparse
 import math
-import statistics
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ if __name__ == "__main__":
     errors.handle_interrupts()  # before torch loads: Ctrl-C while importing ends with one line too
 
 import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 import dataloader  # noqa: E402
 import settings  # noqa: E402
@@ -42,15 +42,6 @@ def weight_distance(a, b):
     return math.sqrt(sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in a))
 
 
-class _Quiet:
-    """train.train_epoch's progress bar, silent."""
-    def update(self):
-        pass
-
-    def set_postfix(self, **_):
-        pass
-
-
 def run(config, tensors, steps):
     """Train config's seeded model for `steps` steps of plain SGD at its constant rate; returns
     (initial weights, final weights, figures)."""
@@ -58,10 +49,10 @@ def run(config, tensors, steps):
     start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     x, y = tensors["train"]
     per_epoch = math.ceil(len(y) / config["batch_size"])
-    for epoch in range(steps // per_epoch):
-        result = train.train_epoch(trainer, x, y, epoch, _Quiet())
-        if result.bad_step is not None:
-            return start, trainer.model.state_dict(), {"status": "diverged"}
+    with tqdm(disable=True) as progress:  # train_epoch's progress bar, silent
+        for epoch in range(steps // per_epoch):
+            if train.train_epoch(trainer, x, y, epoch, progress).bad_step is not None:
+                return start, trainer.model.state_dict(), {"status": "diverged"}
     figures = {"status": "completed"}
     for split in ("train", "val", "test"):
         figures[f"{split}_loss"], figures[f"{split}_acc"] = train.evaluate(trainer.model, trainer.eval_loss_fn,
@@ -122,13 +113,8 @@ def vs_descent(rows):
         if r["batch_size"] != full and (r["seed"], r["factor"]) in descent:
             pairs.setdefault((r["factor"], r["batch_size"]), []).append(
                 (100 * r["val_acc"], 100 * descent[r["seed"], r["factor"]]["val_acc"]))
-    tested = {k: v for k, v in pairs.items() if len(v) >= 2}
-    adjusted = stats.holm({k: stats.paired_p(*zip(*v)) for k, v in tested.items()})
-    diffs = {k: [a - b for a, b in v] for k, v in pairs.items()}
-    if not tested:
-        return diffs, adjusted, None
-    sd = math.sqrt(statistics.mean(statistics.variance(diffs[k]) for k in tested))
-    return diffs, adjusted, stats.resolvable(sd, min(map(len, tested.values())), len(tested))
+    adjusted, resolution = stats.paired_tests({k: tuple(zip(*v)) for k, v in pairs.items() if len(v) >= 2})
+    return {k: [a - b for a, b in v] for k, v in pairs.items()}, adjusted, resolution.get("resolves")
 
 
 def summary_rows(rows):

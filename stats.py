@@ -64,6 +64,19 @@ def resolvable(sd, n, comparisons, alpha=ALPHA, power=POWER):
     return (t_quantile(alpha / (2 * comparisons), df) + t_quantile(1 - power, df)) * sd / math.sqrt(n)
 
 
+def paired_tests(pairs):
+    """Paired t-tests of {key: (values, reference values)}, each pair matched seed by seed (2 or more):
+    ({key: p, Holm-adjusted over the keys}, what they resolve: {"seeds": the fewest seeds of a pair,
+    "comparisons", "sd": the pooled sd of the per-seed differences, "resolves": resolvable's difference},
+    {} for no pairs)."""
+    adjusted = holm({key: paired_p(a, b) for key, (a, b) in pairs.items()})
+    if not pairs:
+        return adjusted, {}
+    sd = math.sqrt(statistics.mean(statistics.variance([x - y for x, y in zip(a, b)]) for a, b in pairs.values()))
+    n = min(len(a) for a, _ in pairs.values())
+    return adjusted, {"seeds": n, "comparisons": len(pairs), "sd": sd, "resolves": resolvable(sd, n, len(pairs))}
+
+
 # How the learning-rate search scores a rate from its runs on the tuning seeds (see sweep.tune), chosen
 # by benchmarks/tuning_rule.py: on two landscapes of 7 rates x 6 seeds, choosing on two seeds and scoring
 # the choice on the other four, smoothing over neighbouring rates lost the least accuracy.
