@@ -74,15 +74,7 @@ def final_columns(result):
 
 def _flat(summary):
     """A summary's numeric final_<metric> (and init_<metric>) values, lists spread over numbered keys."""
-    flat = {}
-    for key, value in summary.items():
-        if not key.startswith(("final_", "init_")):
-            continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[key] = value
-        elif isinstance(value, list):
-            flat.update({f"{key}_{i}": v for i, v in enumerate(value, 1) if isinstance(v, (int, float))})
-    return flat
+    return _spread({k: v for k, v in summary.items() if k.startswith(("final_", "init_"))})
 
 
 def write_sweep_tables(results, timing, prefix, title, sweep):
@@ -329,11 +321,11 @@ def write_epochs_csv(results, prefix, column):
 
 
 def _spread(row):
-    """A metrics row's numeric values, a list spread over numbered keys."""
+    """A row's numeric values, a list's numbers spread over numbered keys (grad_norms_1: the first)."""
     flat = {}
     for key, value in row.items():
         if isinstance(value, list):
-            flat.update({f"{key}_{i}": v for i, v in enumerate(value, 1)})
+            flat.update({f"{key}_{i}": v for i, v in enumerate(value, 1) if isinstance(v, (int, float))})
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[key] = value
     return flat
