@@ -603,6 +603,7 @@ def report(sweep, results, threads, args):
     title = f"{name}: {tables.describe_base(sweep)}"
     outputs = tables.write_sweep_tables(results, timed, folder / name, title, sweep)
     outputs.append(tables.write_runs_csv(results, folder / name, sweep.target, sweep.column))
+    outputs.append(tables.write_epochs_csv(results, folder / name, sweep.column))
     outputs += plots.sweep_plots(results, timed, folder / name, title)
     if sweep.tuned:
         outputs.append(plots.lr_plot(results, folder / f"{name}_lr.png", title))
@@ -611,8 +612,6 @@ def report(sweep, results, threads, args):
         outputs.append(plots.gradient_loss_plot(results, folder / f"{name}_gradient_loss.png", title))
     if sweep.base["activation_stats"]:
         outputs.append(plots.activation_stats_plot(results, folder / f"{name}_activations.png", title))
-    if sweep.base["diagnostics"] or sweep.base["activation_stats"]:
-        outputs.append(tables.write_epochs_csv(results, folder / name, sweep.column))
     if len(sweep.points[0].coords) == 2:
         outputs += tables.write_grid(results, folder / f"{name}_grid", title, sweep.column.split(" / ")[0])
         outputs.append(plots.heatmap(results, folder / f"{name}_heatmap.png", title, sweep.column.split(" / ")))

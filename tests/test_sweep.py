@@ -439,3 +439,8 @@ def test_the_per_run_csv_holds_every_run_and_recomputes_the_table(tuned):
     assert {int(r["seed"]) for r in rows if r["role"] == "comparison"} == {2, 3}
     assert len({r["run"] for r in rows}) == len(rows)
     check_against_table(path)
+    with open(out / "activation" / "activation_epochs.csv") as f:
+        epochs = list(csv.DictReader(f))  # every sweep writes it, measurements or not
+    comparison = {(r["activation"], r["seed"]): float(r["final_train_loss"]) for r in rows if r["role"] == "comparison"}
+    last = {(r["activation"], r["seed"]): float(r["train_loss"]) for r in epochs}  # the last epoch's row wins
+    assert last == comparison
