@@ -4,6 +4,7 @@
     python batch_scaling.py --batch-sizes 64,1024 --seeds 1     # a quick look at two sizes
     python batch_scaling.py --plot-only                         # table and plot the saved runs
     python batch_scaling.py --print-commands                    # one command per missing run, for a cluster
+    python batch_scaling.py --train-size 6875 --target 0.93 --sweep-name batch_scaling_n6875   # 1/8 of the images
 
 batch_size.py asks what a fixed number of epochs gives at each batch size; this asks how many steps each
 batch size needs to reach a validation accuracy (--target), which is what the claims about batch size
@@ -14,9 +15,10 @@ size searches its own learning rate as the sweeps do (a factor-2 grid, widened w
 an edge) and keeps the one that reaches the target in the fewest steps, geometric mean over seeds. The
 study runs on the sweeps' engine (sweep.py): each run is one `python batch_scaling.py --run ...`
 subprocess, reused by its key when finished, --jobs at a time.
-Outputs in <out>/batch_scaling/: a table, steps and time to target against the batch size with the
-perfect-scaling line and the fitted critical batch size, the learning rates chosen against the linear
-and square-root scaling rules, and the gradient noise scale B_simple of a --noise-scale run.
+Outputs in <out>/<sweep-name>/ (default <out>/batch_scaling/): a table, steps and time to target
+against the batch size with the perfect-scaling line and the fitted critical batch size, the learning
+rates chosen against the linear and square-root scaling rules, and the gradient noise scale B_simple of
+a --noise-scale run (at the base batch size, which --batch-sizes must hold).
 """
 import errors
 
@@ -206,10 +208,15 @@ def parse(argv=None):
                    help="where each batch size's search starts: the base lr times the batch size over the "
                         "base batch size (linear) or its square root (sqrt); the search widens from there")
     g.add_argument("--seeds", type=settings.POSITIVE_INT, default=2, help="seeds per run: --seed, --seed+1, ...")
+    g.add_argument("--sweep-name", default=NAME,
+                   help="output folder <out>/<sweep-name>/ and file prefix of the table, figures and timing, as "
+                        "the sweeps' option (runs are shared through <out>/runs/ whatever the name)")
     sweep.engine_options(g, "each batch size keeps the one that reaches --target in the fewest steps")
     p.set_defaults(schedule="constant", tune_lr=sweep.TUNE)
     args = p.parse_args(argv)
     settings.refuse(p, args, OWNED)
+    if not args.sweep_name or Path(args.sweep_name).name != args.sweep_name or args.sweep_name in (".", ".."):
+        raise UserError(f"--sweep-name {args.sweep_name!r}: expected a folder name, without '/'")
     base = sweep.base_config(args)
     if not base["val_split"]:
         raise UserError("the study stops at a validation accuracy: give --val-split N with N > 0")
@@ -299,12 +306,12 @@ def fit_critical(sizes, steps):
     return math.exp(residual(log_b)[1]), math.exp(log_b)
 
 
-def seconds_per_step(chosen, folder, threads, plot_only, n):
+def seconds_per_step(chosen, folder, threads, plot_only, n, name=NAME):
     """Seconds per training step of each batch size at its chosen rate, from a timing pass in which the
     batch sizes train in turn (timing.py): the time to target compares the batch sizes, not the moments
     their runs happened to train at."""
     values = [c for c in chosen.values() if score(c) is not None]
-    timed = timing.timings(values, folder / f"{NAME}_timing.json", threads, plot_only=plot_only)
+    timed = timing.timings(values, folder / f"{name}_timing.json", threads, plot_only=plot_only)
     keys = {c.label: c.key for c in values}
     return {int(label): v["median"] / math.ceil(n / int(label)) for label, v in timed["values"].items()
             if label in keys and v["key"] == keys[label]}
@@ -330,22 +337,39 @@ def noise_scale_run(base, chosen, args):
 
 
 def report(rows, args, base, n, noise, fit):
-    """Write the table and figures into <out>/batch_scaling/."""
-    folder = Path(base["out"]) / NAME
-    timed = folder / f"{NAME}_timing.json"  # its thread count, not this command's: --plot-only times nothing
+    """Write the table and figures into <out>/<sweep-name>/."""
+    name = args.sweep_name
+    folder = Path(base["out"]) / name
+    timed = folder / f"{name}_timing.json"  # its thread count, not this command's: --plot-only times nothing
     threads = files.read_json(timed).get("threads") if timed.exists() else None
-    tables.write_tables(tables.scaling_rows(rows, n), folder / NAME,
+    tables.write_tables(tables.scaling_rows(rows, n), folder / name,
                         tables.scaling_caption(args, base, fit, threads, EVAL_GROWTH, PATIENT))
-    paths = [folder / f"{NAME}.csv", folder / f"{NAME}.md",
-             *scaling_plots.figures(rows, n, fit, noise, folder, args.target, base["batch_size"])]
-    print((folder / f"{NAME}.md").read_text())
+    paths = [folder / f"{name}.csv", folder / f"{name}.md",
+             *scaling_plots.figures(rows, n, fit, noise, folder, args.target, base["batch_size"], name)]
+    print((folder / f"{name}.md").read_text())
     print("wrote " + ", ".join(map(str, paths)))
+
+
+class Study(NamedTuple):
+    """What a study command found, for a caller that combines several (train_size.py)."""
+    rows: list         # a Row per batch size
+    n: int             # training-set size
+    fit: tuple         # (S_min, B_crit), None with fewer than 3 batch sizes reached by every seed
+    noise: object      # the --noise-scale run (runs.read_run), or None
+    failed: bool       # whether a run failed
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if "--run" in argv:
         return run_one(argv)
+    found = study(argv)
+    return 1 if found and found.failed else 0
+
+
+def study(argv):
+    """The study command without --run: search, train and time what is missing (unless --plot-only), write
+    the table and figures; returns a Study, or None under --print-commands."""
     args, base = parse(argv)
     n = len(dataloader.for_run(settings.make_config({**base, "batch_size": 1}), "cpu")[1]["train"][1])
     sizes = _sizes(args.batch_sizes, n)
@@ -360,14 +384,15 @@ def main(argv=None):
         if chosen is None:
             print("# the next runs depend on these results: run this command again once they are done",
                   file=sys.stderr)
-        return 0
-    folder = Path(base["out"]) / NAME
+        return None
+    folder = Path(base["out"]) / args.sweep_name
     folder.mkdir(parents=True, exist_ok=True)
-    per_step = seconds_per_step(chosen, folder, threads, args.plot_only, n)
+    per_step = seconds_per_step(chosen, folder, threads, args.plot_only, n, args.sweep_name)
     rows = [row(size, chosen[size], per_step) for size in sizes]
     reached = [(r.batch_size, statistics.mean(r.steps)) for r in rows if r.steps and len(r.steps) == len(r.summaries)]
-    report(rows, args, base, n, noise, fit_critical(*zip(*reached)) if len(reached) >= 3 else None)
-    return 1 if any(failed) else 0
+    fit = fit_critical(*zip(*reached)) if len(reached) >= 3 else None
+    report(rows, args, base, n, noise, fit)
+    return Study(rows, n, fit, noise, any(failed))
 
 
 def _sizes(text, n):

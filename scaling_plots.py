@@ -10,13 +10,14 @@ from plots import plt
 NAME = "batch_scaling"
 
 
-def figures(rows, n, fit, noise, folder, target, base_batch):
+def figures(rows, n, fit, noise, folder, target, base_batch, name=NAME):
     """Draw the study's figures into folder; returns their paths. n: the training-set size; fit: (S_min,
-    B_crit) or None; noise: the --noise-scale run (runs.read_run) or None."""
-    paths = [plot_steps(rows, n, fit, noise, folder, target), plot_time(rows, folder, target),
-             plot_lr(rows, base_batch, folder, target)]
+    B_crit) or None; noise: the --noise-scale run (runs.read_run) or None; name: the files' prefix (the
+    study's --sweep-name)."""
+    paths = [plot_steps(rows, n, fit, noise, folder, target, name), plot_time(rows, folder, target, name),
+             plot_lr(rows, base_batch, folder, target, name)]
     if noise:
-        paths.append(plot_noise(noise, fit, folder, target))
+        paths.append(plot_noise(noise, fit, folder, target, name))
     return paths
 
 
@@ -30,7 +31,7 @@ def noise_at_target(noise, target):
     return at["epoch"], at["noise_scale"], min(m["noise_scale"] for m in rows), max(m["noise_scale"] for m in rows)
 
 
-def plot_steps(rows, n, fit, noise, folder, target):
+def plot_steps(rows, n, fit, noise, folder, target, name=NAME):
     """Steps and epochs to target against the batch size, log-log: seeds as dots, means as diamonds,
     the perfect-scaling line through the smallest batch size, the fit and the critical batch size."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
@@ -63,10 +64,10 @@ def plot_steps(rows, n, fit, noise, folder, target):
     right.set_ylabel(f"epochs to {100 * target:g}% validation accuracy")
     left.set_title("steps to target: dots are seeds, each batch size at its own tuned learning rate", fontsize=9)
     right.set_title("the same in passes over the training set: what a larger batch costs in data", fontsize=9)
-    return _save(fig, folder / f"{NAME}_steps.png", target)
+    return _save(fig, folder / f"{name}_steps.png", target, name)
 
 
-def plot_time(rows, folder, target):
+def plot_time(rows, folder, target, name=NAME):
     """Seconds to target and seconds per step against the batch size."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4))
     timed = [r for r in rows if r.steps and r.seconds_per_step]
@@ -91,10 +92,10 @@ def plot_time(rows, folder, target):
     left.set_title("time to target: steps x seconds per step (timing pass), dots are seeds", fontsize=9)
     right.set_ylabel("seconds per training step (timing pass)")
     right.set_title("the price of a step: flat while per-step overhead dominates, then linear in the batch", fontsize=9)
-    return _save(fig, folder / f"{NAME}_time.png", target)
+    return _save(fig, folder / f"{name}_time.png", target, name)
 
 
-def plot_lr(rows, base_batch, folder, target):
+def plot_lr(rows, base_batch, folder, target, name=NAME):
     """The chosen learning rate against the batch size, every rate tried as a dot (filled: all seeds
     reached the target), and the linear and square-root scaling rules through the base batch size."""
     fig, ax = plt.subplots(figsize=(8, 5.4))
@@ -117,10 +118,10 @@ def plot_lr(rows, base_batch, folder, target):
                  "(filled: every seed reached it)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, folder / f"{NAME}_lr.png", target)
+    return _save(fig, folder / f"{name}_lr.png", target, name)
 
 
-def plot_noise(noise, fit, folder, target):
+def plot_noise(noise, fit, folder, target, name=NAME):
     """B_simple after each epoch of the --noise-scale run, beside the fitted critical batch size."""
     fig, ax = plt.subplots(figsize=(8, 5.4))
     rows = [m for m in noise.metrics if m.get("noise_scale")]
@@ -138,13 +139,13 @@ def plot_noise(noise, fit, folder, target):
                  fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, folder / f"{NAME}_noise.png", target)
+    return _save(fig, folder / f"{name}_noise.png", target, name)
 
 
-def _save(fig, path, target):
+def _save(fig, path, target, name=NAME):
     for ax in fig.axes:
         plots.plain_ticks(ax)
-    fig.suptitle(f"{NAME}: steps to {100 * target:g}% validation accuracy against the batch size", fontsize=10)
+    fig.suptitle(f"{name}: steps to {100 * target:g}% validation accuracy against the batch size", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plots.plt.close(fig)

@@ -169,6 +169,8 @@ def scaling_caption(args, base, fit, threads, growth, patient):
     config, every = settings.make_config(base), f"{100 * (growth - 1):.0f}%"
     described = (f"{config['dataset']}, MLP {'-'.join(map(str, [config['crop'] ** 2, *config['hidden'], 10]))}, "
                  f"{config['activation']}, loss {config['loss']}, {config['optimizer']}, {args.seeds} seed(s)")
+    if config.get("train_size"):  # only then: the default study's caption stays as committed
+        described += f", trained on a class-balanced subset of {config['train_size']} images (--train-size)"
     caption = (f"Steps to {100 * args.target:g}% validation accuracy, {described}. Each batch size at "
                f"the learning rate (constant, momentum {config['momentum']:g}) that reached "
                f"the target in the fewest steps (geometric mean over the seeds), searched over a factor-2 grid "
