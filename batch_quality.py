@@ -232,16 +232,19 @@ def table_row(result, mark, n):
     completed comparison seeds."""
     done, size = completed_summaries(result), result.point.settings["batch_size"]
     epochs = [s["epochs_completed"] for s in done]
-    figure = lambda key, scale=1.0, digits=2: tables.mean_std([s[key] for s in done if s.get(key) is not None],  # noqa: E731
-                                                              scale, digits)
-    return {"budget": result.point.coords[0], "batch_size": size, "lr": f"{result.lr:g}", "search": result.search or "not searched",
-            "completed": f"{len(done)}/{len(result.runs)}", "epochs": tables.mean_std(epochs, 1, 1),
-            "early_stops": sum(bool(s.get("stopped_early")) for s in done),
+
+    def figure(key, scale=1.0, digits=2):
+        return tables.mean_std([s[key] for s in done if s.get(key) is not None], scale, digits)
+
+    return {"budget": result.point.coords[0], "batch_size": size, "lr": f"{result.lr:g}",
+            "search": result.search or "not searched", "completed": f"{len(done)}/{len(result.runs)}",
+            "epochs": tables.mean_std(epochs, 1, 1), "early_stops": sum(bool(s.get("stopped_early")) for s in done),
             "steps": tables.mean_std([e * steps_per_epoch(n, size) for e in epochs], 1, 0),
-            "best_val_acc_%": figure("best_val_acc", 100), "test_acc_at_best_val_%": figure("test_acc_at_best_val", 100),
-            "vs_best": mark or "", "final_train_loss": figure("final_train_loss", 1, 4),
-            "final_train_acc_%": figure("final_train_acc", 100), "distance_from_init": figure("final_distance", 1, 1),
-            "end_sharpness": figure("end_sharpness", 1, 1), "status": tables.status_text(result)}
+            "best_val_acc_%": figure("best_val_acc", 100),
+            "test_acc_at_best_val_%": figure("test_acc_at_best_val", 100), "vs_best": mark or "",
+            "final_train_loss": figure("final_train_loss", 1, 4), "final_train_acc_%": figure("final_train_acc", 100),
+            "distance_from_init": figure("final_distance", 1, 1), "end_sharpness": figure("end_sharpness", 1, 1),
+            "status": tables.status_text(result)}
 
 
 def caption(study, args, n, resolutions):
@@ -253,9 +256,10 @@ def caption(study, args, n, resolutions):
                           f"(Hoffer et al. 2017), so {e} x B / 128 epochs rounded to whole epochs, cosine to 0",
                "converged": f"converged: constant rate until validation accuracy has not improved for {p} epochs, "
                             f"at most {args.max_epochs} epochs"}
-    search = (f"searched on the tuning seeds {', '.join(map(str, study.tune_seeds))} from the default rate scaled by the "
-              f"{args.lr_scaling} of B / 128 (x{', x'.join(f'{f:g}' for f in study.factors)}, widened while on an "
-              f"edge), scored by {stats.TUNING_SCORE.replace('final', 'best')}" if study.tuned else "not searched")
+    factors = ", x".join(f"{f:g}" for f in study.factors)
+    search = (f"searched on the tuning seeds {', '.join(map(str, study.tune_seeds))} from the base rate "
+              f"{config['lr']:g} scaled by the {args.lr_scaling} of B / 128 (x{factors}, widened while on an edge), "
+              f"scored by {stats.TUNING_SCORE.replace('final', 'best')}" if study.tuned else "not searched")
     return (f"Final quality against the batch size B, {config['dataset']} ({n} training images), MLP "
             f"{'-'.join(map(str, [config['crop'] ** 2, *config['hidden'], 10]))}, optimizer {config['optimizer']} "
             f"(momentum {config['momentum']:g}). Budgets: {'; '.join(budgets[b] for b in args.budget_list)}. "
@@ -273,7 +277,8 @@ def caption(study, args, n, resolutions):
 def resolved(resolutions):
     """What each budget's paired tests resolve (stats.paired_tests' resolution), as caption text."""
     parts = [f"{budget}: {r['seeds']} seeds, pooled sd of the per-seed differences {100 * r['sd']:.2f} points, "
-             f"detects {100 * r['resolves']:.2f} points with {stats.POWER:.0%} power at {stats.ALPHA:g}/{r['comparisons']}"
+             f"detects {100 * r['resolves']:.2f} points with {stats.POWER:.0%} power at "
+             f"{stats.ALPHA:g}/{r['comparisons']}"
              if r else f"{budget}: nothing compared" for budget, r in resolutions.items()]
     return "Resolution, " + "; ".join(parts) + "."
 
@@ -327,7 +332,8 @@ def report(study, results, args, n):
     if study.tuned:
         tables.write_tables(tables.tuning_rows(results, COLUMN), folder / f"{NAME}_tuning",
                             f"Learning rate per budget and batch size: for each rate tried, by its factor over the "
-                            f"row's starting rate, the score that chose, {stats.TUNING_SCORE.replace('final', 'best')}, "
+                            f"row's starting rate, the score that chose, "
+                            f"{stats.TUNING_SCORE.replace('final', 'best')}, "
                             f"on the tuning seeds (in brackets the rate's mean final validation accuracy, %); * marks "
                             f"the rate kept. The test set plays no part in the choice.")
         outputs += [folder / f"{NAME}_tuning.csv", folder / f"{NAME}_tuning.md"]
