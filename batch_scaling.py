@@ -62,6 +62,7 @@ OWNED = {  # train.py's settings that the study sets itself or does not use, and
     "patience": "a run stops at --target, or where its validation accuracy stalls",
     "log_every": "a study run records its evaluations (evals.csv), not steps.csv",
     **{m: "a study run measures nothing per epoch" for m in diagnostics.MEASUREMENTS},
+    **{m: "a study run measures nothing at its end" for m in diagnostics.END_MEASUREMENTS},
     "noise_scale": "the study trains its own --noise-scale run, at the default batch size",
 }
 

@@ -4,6 +4,8 @@
     python train.py --noise-scale     # the gradient noise scale B_simple of McCandlish et al. (2018)
     python train.py --sharpness       # the largest eigenvalue of the training loss' Hessian (also at initialisation)
     python train.py --activation-stats  # per layer: the fraction of zero activations, the mean (also at initialisation)
+    python train.py --distance        # the distance of the weights from their initial values
+    python train.py --end-sharpness   # the sharpness once, where the run ended (summary.json's end_sharpness)
 
 Each is measured after the epoch, outside the timed training, on a copy of the network and with the
 random state set aside, so a run with them computes exactly what the same run without them computes.
@@ -21,7 +23,10 @@ NOISE_SMALL, NOISE_GROUPS, NOISE_REPEATS = 32, 64, 4  # B_small, B_big = NOISE_S
 # order, so a fixed random sample), power iteration until the estimate moves by less than SHARPNESS_TOL
 # of itself, or SHARPNESS_ITERATIONS steps.
 SHARPNESS_SAMPLES, SHARPNESS_ITERATIONS, SHARPNESS_TOL = 2048, 100, 1e-4
-MEASUREMENTS = ("diagnostics", "noise_scale", "sharpness", "activation_stats")  # the settings measure() answers
+MEASUREMENTS = ("diagnostics", "noise_scale", "sharpness", "activation_stats", "distance")  # what measure() answers
+# Measured once, after the last epoch (measure_end): --sharpness after each of hundreds of epochs of an
+# early-stopped run would cost more than its training.
+END_MEASUREMENTS = ("end_sharpness",)
 
 
 def measure(trainer, tensors, epoch, seed):
@@ -48,11 +53,34 @@ def measure(trainer, tensors, epoch, seed):
                 row["init_sharpness"], row["init_sharpness_iterations"] = sharpness(
                     initial_model(trainer), trainer.loss_fn, *sample)
             row["sharpness"], row["sharpness_iterations"] = sharpness(trainer.model, trainer.loss_fn, *sample)
+        if config.get("distance"):
+            row["distance"] = distance(trainer.model, initial_model(trainer))
         if config.get("activation_stats"):
             if epoch == 0:
                 row.update({f"init_{k}": v for k, v in activation_stats(initial_model(trainer), probe).items()})
             row.update(activation_stats(trainer.model, probe))
     return row
+
+
+def measure_end(trainer, tensors):
+    """The measurements the run's config asks for once, where the run ended (its last epoch, an early
+    stop's included), as summary.json keys: end_sharpness and end_sharpness_iterations, the figures
+    --sharpness would log in that epoch's row; {} where none is asked for."""
+    if not trainer.config.get("end_sharpness"):
+        return {}
+    x, y = tensors["train"]
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        value, steps = sharpness(trainer.model, trainer.loss_fn, x[:SHARPNESS_SAMPLES], y[:SHARPNESS_SAMPLES])
+    return {"end_sharpness": value, "end_sharpness_iterations": steps}
+
+
+@torch.no_grad()
+def distance(model, start):
+    """The Euclidean distance ||theta - theta_0|| between two networks of one architecture over all their
+    parameters (weights and biases; batch norm's running statistics are buffers, not parameters): how
+    far training moved the weights from their initial values."""
+    return torch.cat([(p.double() - q.double()).reshape(-1)
+                      for p, q in zip(model.parameters(), start.parameters())]).norm().item()
 
 
 def initial_model(trainer):

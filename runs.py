@@ -393,7 +393,8 @@ def summarise(metrics, status, **extra):
         diagnostic the row holds (final_grad_norms, ...), read back by Run.final(key);
       init_<key> of the first row (measured before epoch 1);
       best_test_acc, best_test_epoch; with validation, best_val_acc, best_val_epoch, test_acc_at_best_val;
-      and `extra`: train.py's diverged_epoch, diverged_step, diverged_loss, stopped_early; resume; error."""
+      and `extra`: train.py's diverged_epoch, diverged_step, diverged_loss, stopped_early; resume; error;
+        with --end-sharpness, end_sharpness and end_sharpness_iterations (diagnostics.measure_end)."""
     summary = {"status": status, "epochs_completed": len(metrics),
                "train_seconds": metrics[-1]["elapsed_seconds"] if metrics else 0.0}
     if metrics:

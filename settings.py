@@ -185,6 +185,19 @@ SETTINGS = (
              "training images, eval mode) at initialisation and after each epoch, by power iteration on "
              "Hessian-vector products, and the steps it took (see diagnostics.sharpness)"),
         keyed_when_set=True),
+    # The sharpness once, of the weights the run ended with, apart from --sharpness: after each of the
+    # hundreds of epochs of a run trained until validation stops improving it would cost more than the
+    # training (batch_quality.py), and the end is known only once the run stopped.
+    Setting("--end-sharpness", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="measure the sharpness of --sharpness once, after the last epoch (the run's epochs or its "
+             "early stop), into summary.json's end_sharpness and end_sharpness_iterations"),
+        keyed_when_set=True),
+    Setting("--distance", RUN, "measurement", dict(
+        action="store_true", default=False,
+        help="log the Euclidean distance of all the weights from their initial values, ||theta - theta_0||, "
+             "after each epoch (cheap: the initial weights are built again from the seed)"),
+        keyed_when_set=True),
     # A flag of its own, not part of --diagnostics: runs trained with --diagnostics before it existed keep
     # their run key, and a reused one would lack these figures.
     Setting("--activation-stats", RUN, "measurement", dict(

@@ -542,14 +542,14 @@ def provider(args, out, threads, command=command):
     return provide, failed
 
 
-def compare(sweep, provide):
-    """The values on the comparison's seeds, each at its chosen learning rate (see tune), their runs read
-    back; None while the search waits for runs that --print-commands printed."""
+def compare(sweep, provide, score=None):
+    """The values on the comparison's seeds, each at its chosen learning rate (see tune; score as there),
+    their runs read back; None while the search waits for runs that --print-commands printed."""
     if not sweep.tuned:
         jobs = plan(sweep.base, [(p, [1.0]) for p in sweep.points], sweep.seeds)
         provide(jobs, "comparison")
         return collect(jobs, sweep.base["out"])
-    chosen = tune(sweep, provide)
+    chosen = tune(sweep, provide, score)
     if chosen is None:
         return None
     points = {p.label: p for p in sweep.points}
@@ -560,20 +560,22 @@ def compare(sweep, provide):
             for r in collect(jobs, sweep.base["out"])]
 
 
-def tune(sweep, provide):
+def tune(sweep, provide, score=None):
     """The learning-rate search: every value trains on the tuning seeds over its grid of rates, and its
     grid is widened round by round while its best rate is on an edge (see widen). Returns each value's
-    chosen candidate (see choose), or None where the search waits for printed runs."""
+    chosen candidate (see choose), or None where the search waits for printed runs. score(candidates) ->
+    {factor: score} scores a value's rates (default search_scores: smoothed final validation accuracy)."""
+    score = score or search_scores
     def round_(grids, number):
         jobs = plan(sweep.base, [(p, grids[p.label]) for p in sweep.points], sweep.tune_seeds)
         if provide(jobs, f"learning-rate search, round {number}"):
             return by_label(collect(jobs, sweep.base["out"]))
         return None
 
-    candidates = search([p.label for p in sweep.points], sweep.factors, sweep.widen, round_, search_scores)
+    candidates = search([p.label for p in sweep.points], sweep.factors, sweep.widen, round_, score)
     if candidates is None:
         return None
-    return choose([c for options in candidates.values() for c in options], sweep.factors, sweep.widen)
+    return choose([c for options in candidates.values() for c in options], sweep.factors, sweep.widen, score)
 
 
 def search(labels, first, steps, round_, score):

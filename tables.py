@@ -192,25 +192,26 @@ RUN_FIGURES = ("final_train_loss", "final_train_acc", "final_val_loss", "final_v
                "final_test_acc", "train_seconds")
 
 
-def write_runs_csv(results, prefix, target, column):
+def write_runs_csv(results, prefix, target, column, figures=RUN_FIGURES):
     """<prefix>_runs.csv: a row per run of the sweep, the tuning runs of each value and then its
-    comparison runs, with the figures its tables are computed from, in full precision, so that every
-    mean, spread and paired test of the tables can be recomputed from git alone. Returns its path."""
+    comparison runs, with the figures its tables are computed from (figures: summary.json's keys), in
+    full precision, so that every mean, spread and paired test of the tables can be recomputed from git
+    alone. Returns its path."""
     rows = []
     for r in results:
         for role, candidates in (("tuning", r.options), ("comparison", [r])):
-            rows += [_run_row(column, r.label, c.lr, seed, role, run, target)
+            rows += [_run_row(column, r.label, c.lr, seed, role, run, target, figures)
                      for c in candidates for run, seed in zip(c.runs, c.seeds)]
     path = f"{prefix}_runs.csv"
     write_csv(path, rows, list(rows[0]))
     return path
 
 
-def _run_row(column, label, lr, seed, role, run, target):
+def _run_row(column, label, lr, seed, role, run, target, figures):
     summary = run.summary if run else {}
     reached = to_target(run, target) if run and run.completed else None
     return {column: label, "lr": f"{lr:g}", "seed": seed, "role": role, "status": run.status if run else "missing",
-            **{k: summary.get(k, "") for k in RUN_FIGURES},
+            **{k: summary.get(k, "") for k in figures},
             f"epochs_to_{100 * target:g}%": reached[0] if reached else "", "run": run.dir.name if run else ""}
 
 

@@ -318,6 +318,8 @@ def train_held(config, resume_dir, held):
         status, extra = "interrupted", {"resume": f"python train.py --resume {run_dir}"}
         print(f"\ninterrupted after epoch {len(metrics)}; continue with: python train.py --resume "
               f"{run_dir}", file=sys.stderr)
+    if status == "completed" and metrics:  # where the run ended, once: an early stop is known only now
+        extra.update(diagnostics.measure_end(trainer, tensors))
     with errors.critical():
         summary = runs.summarise(metrics, status, **extra)
         files.write_json(run_dir / "summary.json", summary)

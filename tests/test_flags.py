@@ -1,8 +1,9 @@
-"""A flag acts or is refused: every train.py setting that a sweep or the batch-scaling study accepts
+"""A flag acts or is refused: every train.py setting that a sweep or a study (batch scaling, quality) accepts
 changes the runs it plans, or stops it at once with one `error:` line naming the flag and why."""
 import pytest
 
 import activate_function
+import batch_quality
 import batch_scaling
 import batch_size
 import dataloader
@@ -50,11 +51,18 @@ def study(argv):
     return [j.config for j in batch_scaling.first_round(*batch_scaling.parse(argv), n=60000)]
 
 
+def quality_study(argv):
+    args, base = batch_quality.parse(argv)
+    s = batch_quality.plan(args, base, n=55000)
+    return [j.config for j in sweep.plan(s.base, [(p, s.factors) for p in s.points], s.tune_seeds)]
+
+
 SWEEPS = (batch_size, activate_function, loss_function, optimizer)
 PLANNERS = {  # a script's planner, and the settings it refuses: those it sets itself
     **{f"{m.__name__}.py": (sweep_planner(m), {m.SETTING}) for m in SWEEPS},
     "loss_function.py": (sweep_planner(loss_function), {"loss", "label_smoothing"}),  # smoothing needs ce
-    "sweep.py lr": (generic_sweep, {"lr"}), "batch_scaling.py": (study, set(batch_scaling.OWNED))}
+    "sweep.py lr": (generic_sweep, {"lr"}), "batch_scaling.py": (study, set(batch_scaling.OWNED)),
+    "batch_quality.py": (quality_study, set(batch_quality.OWNED))}
 
 
 @pytest.mark.parametrize("script", PLANNERS)
