@@ -255,6 +255,7 @@ def figure(parts, target, path):
     """Steps to target against the batch size, and the fixed rate's validation accuracy against it, a
     curve per N (the best batch size marked); read from the saved runs only."""
     fig, (left, right) = plots.plt.subplots(1, 2, figsize=(11, 4.5))
+    off = []  # part 2's off-scale batch sizes of each N, and its colour
     for (n, part), (colour, dash) in zip(sorted(parts.items()), plots.styles(len(parts))):
         one, fixed = part.get("one"), part.get("fixed")
         if one and one["steps"]:
@@ -264,21 +265,20 @@ def figure(parts, target, path):
                 grid = [sizes[0] * (sizes[-1] / sizes[0]) ** (i / 50) for i in range(51)]
                 left.plot(grid, [one["fit"][0] * (1 + one["fit"][1] / b) for b in grid], ":", color=colour, lw=1)
         if fixed:
-            sizes = [b for b in sorted(fixed) if None not in fixed[b][1]]
-            right.plot(sizes, [100 * statistics.mean(fixed[b][1]) for b in sizes], "o", ls=dash, color=colour,
-                       label=f"N = {n}")
-            best = best_batch(fixed)
-            if best:
-                right.plot([best[0]], [100 * best[1]], "*", ms=16, color=colour, mec="black")
+            off.append((_fixed_curve(right, fixed, colour, dash, f"N = {n}"), colour))
     left.set(ylabel=f"steps to {100 * target:g}% validation accuracy (log)",
              title="steps to target, the rate tuned per batch size (dotted: fit)")
-    right.set(ylabel="final validation accuracy (%)", title="one fixed constant rate and momentum (star: best)")
+    for i, (sizes, colour) in enumerate(off):  # at the top, stacked by N: they are off the axis, not values
+        right.plot(sizes, [0.96 - 0.05 * i] * len(sizes), "^", ms=9, color=colour, ls="",
+                   transform=right.get_xaxis_transform())
+    right.set(ylabel="final validation error (%, log)",
+              title=f"one fixed constant rate and momentum (star: best;\n"
+                    f"triangle: more than {plots.OFF_SCALE} points above the best, off the axis)")
     for ax in (left, right):
         if not ax.lines:  # nothing saved yet: an empty panel, not a log axis without data
             continue
-        if ax is left:
-            left.set_yscale("log")
-            left.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # ticks in a short range
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # ticks in a short range
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size (log 2)")
         ax.grid(alpha=0.3, which="both")
@@ -289,6 +289,23 @@ def figure(parts, target, path):
     fig.savefig(path, dpi=110)
     plots.plt.close(fig)
     return path
+
+
+def _fixed_curve(ax, fixed, colour, dash, label):
+    """Part 2's mean final validation error against the batch size on ax (log), the best batch size
+    starred; returns the batch sizes left off, more than plots.OFF_SCALE points above the best (a
+    collapse to chance), which the caller marks at the axis' top: the differences between those that
+    train stay visible."""
+    errors = {b: 100 - 100 * statistics.mean(accs) for b, (_, accs) in sorted(fixed.items()) if None not in accs}
+    if not errors:
+        return []
+    low = min(errors.values())
+    kept = {b: e for b, e in errors.items() if e <= low + plots.OFF_SCALE}
+    ax.plot(list(kept), list(kept.values()), "o", ls=dash, color=colour, label=label)
+    best = best_batch(fixed)
+    if best:
+        ax.plot([best[0]], [100 - 100 * best[1]], "*", ms=16, color=colour, mec="black")
+    return sorted(set(errors) - set(kept))
 
 
 def report(args, parts):
