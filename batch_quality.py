@@ -143,18 +143,6 @@ def parse_budgets(text):
     return [b for b in BUDGETS if b in budgets]
 
 
-def parse_sizes(text, n):
-    """Batch sizes from --batch-sizes, sorted; 'full' is the whole training set of n images."""
-    try:
-        sizes = [n if part.strip() == "full" else int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1 or max(sizes) > n:
-        raise UserError(f"--batch-sizes {text!r}: expected sizes from 1 to {n} (the training set) separated by "
-                        f"commas, or 'full', e.g. 32,128,full")
-    return sorted(set(sizes))
-
-
 def steps_per_epoch(n, size):
     return math.ceil(n / size)
 
@@ -192,7 +180,7 @@ def plan(args, base, n):
     tuned = len(factors) > 1
     tune_seeds = list(range(base["seed"], base["seed"] + args.tune_seeds)) if tuned else []
     first = base["seed"] + len(tune_seeds)
-    return sweep.Sweep(NAME, base, points(args, base, parse_sizes(args.batch_sizes, n), n), COLUMN, factors,
+    return sweep.Sweep(NAME, base, points(args, base, sweep.batch_sizes(args.batch_sizes, n), n), COLUMN, factors,
                        args.widen, tune_seeds, list(range(first, first + args.seeds)), args.lr_scaling, 0.97)
 
 

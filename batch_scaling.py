@@ -238,7 +238,7 @@ def job(base, size, factor, seed, args, n):
 def first_round(args, base, n):
     """The runs of the learning-rate search's first round, on a training set of n images."""
     return [job(base, size, factor, seed, args, n) for seed in range(base["seed"], base["seed"] + args.seeds)
-            for size in _sizes(args.batch_sizes, n) for factor in sweep.parse_factors(args.tune_lr)]
+            for size in sweep.batch_sizes(args.batch_sizes, n) for factor in sweep.parse_factors(args.tune_lr)]
 
 
 def summaries(candidate):
@@ -373,7 +373,7 @@ def study(argv):
     the table and figures; returns a Study, or None under --print-commands."""
     args, base = parse(argv)
     n = len(dataloader.for_run(settings.make_config({**base, "batch_size": 1}), "cpu")[1]["train"][1])
-    sizes = _sizes(args.batch_sizes, n)
+    sizes = sweep.batch_sizes(args.batch_sizes, n)
     if not args.plot_only:
         runs.check_out(base["out"])
     threads = sweep.threads_per_run(base, args.jobs)
@@ -394,18 +394,6 @@ def study(argv):
     fit = fit_critical(*zip(*reached)) if len(reached) >= 3 else None
     report(rows, args, base, n, noise, fit)
     return Study(rows, n, fit, noise, any(failed))
-
-
-def _sizes(text, n):
-    """Batch sizes from --batch-sizes; 'full' is the whole training set."""
-    try:
-        sizes = [n if part.strip() == "full" else int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1 or max(sizes) > n:
-        raise UserError(f"--batch-sizes {text!r}: expected sizes from 1 to {n} (the training set) separated by "
-                        f"commas, or 'full', e.g. 16,64,256,full")
-    return sorted(set(sizes))
 
 
 if __name__ == "__main__":

@@ -318,6 +318,19 @@ def round_lr(x):
     return float(f"{x:.4g}")
 
 
+def batch_sizes(text, n):
+    """The batch sizes of a study's --batch-sizes, sorted: whole numbers up to the training set's n images,
+    'full' for all of them (batch_scaling.py, batch_quality.py)."""
+    try:
+        sizes = [n if part.strip() == "full" else int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1 or max(sizes) > n:
+        raise UserError(f"--batch-sizes {text!r}: expected sizes from 1 to {n} (the training set) separated by "
+                        f"commas, or 'full', e.g. 16,64,256,full")
+    return sorted(set(sizes))
+
+
 # ---------------------------------------------------------------------------- planning
 
 def plan(base, grid, seeds):

@@ -128,9 +128,9 @@ def test_what_the_study_sets_or_would_ignore_is_refused(flags, message):
 
 
 def test_batch_sizes_are_checked_against_the_training_set():
-    assert batch_quality.parse_sizes("8192,32,full", 1000 * 60) == [32, 8192, 60000]
+    assert sweep.batch_sizes("8192,32,full", 1000 * 60) == [32, 8192, 60000]
     with pytest.raises(UserError, match="expected sizes from 1 to 1000"):
-        batch_quality.parse_sizes("32,2048", 1000)
+        sweep.batch_sizes("32,2048", 1000)
 
 
 # ---------------------------------------------------------------------------- the table, from made-up runs
