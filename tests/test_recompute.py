@@ -12,8 +12,8 @@ from conftest import ROOT
 
 COMMITTED = sorted((ROOT / "results").glob("*/*_runs.csv"))
 # The sweeps whose per-run and per-epoch CSVs are committed: losing one fails, not skips, its recomputation.
-# The optimizer, loss and activation sweeps join when they are retrained with the code that writes them.
-RECOMPUTABLE = ("batch_size", "batch_size_fixed_lr", "sparsity", "mse_gradient")
+# The optimizer and activation sweeps join when they are retrained with the code that writes them.
+RECOMPUTABLE = ("batch_size", "batch_size_fixed_lr", "loss", "sparsity", "mse_gradient")
 
 
 def read_md(path):
@@ -98,3 +98,29 @@ def test_the_per_epoch_csv_ends_where_the_per_run_csv_does(sweep):
         end = last[(row[column], row["seed"])]
         assert float(end["test_acc"]) == pytest.approx(float(row["final_test_acc"]), abs=1e-12)
         assert float(end["train_loss"]) == pytest.approx(float(row["final_train_loss"]), abs=1e-12)
+
+
+def comparison_accs(sweep):
+    """{value: {seed: final test accuracy}} of a committed sweep's completed comparison runs."""
+    with open(ROOT / "results" / sweep / f"{sweep}_runs.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["role"] == "comparison" and r["status"] == "completed"]
+    column = next(iter(rows[0]))
+    accs = {}
+    for row in rows:
+        accs.setdefault(row[column], {})[int(row["seed"])] = float(row["final_test_acc"])
+    return accs
+
+
+def test_the_reports_bce_against_bce_logits_test_is_the_committed_runs():
+    """REPORT's one planned test of `bce` against `bce_logits` (no table holds it) recomputes from
+    loss_runs.csv: the mean ± std of the per-seed differences and the paired p."""
+    import stats
+    from test_readme import REPORT
+    accs = comparison_accs("loss")
+    seeds = sorted(accs["bce"])
+    a, b = [accs["bce"][s] for s in seeds], [accs["bce_logits"][s] for s in seeds]
+    diffs = [100 * (y - x) for x, y in zip(a, b)]
+    said = (f"end {statistics.mean(diffs):.2f} ± {statistics.stdev(diffs):.2f} points apart",
+            f"paired over the {len(seeds)} seeds, p {stats.paired_p(a, b):.2g}")
+    text = " ".join(REPORT.split())
+    assert all(s in text for s in said), said
