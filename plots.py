@@ -252,7 +252,13 @@ def _epochs(result, series):
     return np.arange(1, max(map(len, series), default=0) + 1)
 
 
-def _seconds(result, series):
+def _timed_seconds(result, series, timing):
+    """Cumulative training seconds after each epoch: the epochs times the timing pass's seconds per
+    epoch, which measure the settings; the run logs' mean elapsed seconds where the pass did not time
+    the value (they measure also what else the machine ran then)."""
+    seconds, source = outcomes.seconds_per_epoch(result, timing)
+    if source == "timing pass":
+        return _epochs(result, series) * seconds
     elapsed = _metric(result, "elapsed_seconds")
     return _nan(np.nanmean, _stack(elapsed)) if any(elapsed) else np.array([])
 
@@ -329,8 +335,8 @@ def plot_time(results, timing, path, title):
                    if rounds else
                    "median epoch of the run logs", fontsize=9)
     left.grid(alpha=0.3, axis="y")
-    _error_panel(right, results, all_styles, "test_acc", _seconds, off)
-    right.set_xlabel("cumulative training seconds (mean over seeds; from the run logs)")
+    _error_panel(right, results, all_styles, "test_acc", lambda r, series: _timed_seconds(r, series, timing), off)
+    right.set_xlabel("training seconds: epochs x s/epoch of the timing pass (else of the run logs)")
     right.set_ylabel("test error (%, log)")
     right.set_title("time to accuracy", fontsize=9)
     return _legend(fig, results, all_styles, title, path)

@@ -444,3 +444,15 @@ def test_the_per_run_csv_holds_every_run_and_recomputes_the_table(tuned):
     comparison = {(r["activation"], r["seed"]): float(r["final_train_loss"]) for r in rows if r["role"] == "comparison"}
     last = {(r["activation"], r["seed"]): float(r["train_loss"]) for r in epochs}  # the last epoch's row wins
     assert last == comparison
+
+
+def test_seconds_to_target_come_from_the_timing_pass_not_the_moment_a_run_trained():
+    """A run that trained while the machine was busy logs slow seconds; the table's seconds to the
+    target are its epochs to it times the timing pass's seconds per epoch, and the run logs' only where
+    the pass did not time the value."""
+    logged = fake_result("a", [0.99, 0.99])  # each reaches the target in epoch 1, logging 1.0 s
+    result = logged._replace(config=settings.parse_config([]))  # a whole config: it has a run key
+    timed = {"values": {"a": {"key": result.key, "median": 0.3, "low": 0.2, "high": 0.4}}, "rounds": 40}
+    row = tables.table_row(result, 0.97, timed, "best", "x", fastest=0.3)
+    assert row["seconds_to_97%"] == "0.3 ± 0.0" and row["seconds_per_epoch"] == "0.30"
+    assert tables.table_row(result, 0.97, {}, "best", "x")["seconds_to_97%"] == "1.0 ± 0.0"
