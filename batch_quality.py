@@ -64,7 +64,6 @@ from pathlib import Path
 import dataloader
 import outcomes
 import plots  # noqa: I001 (before pyplot: it sets the file-only backend)
-import runs
 import settings
 import stats
 import sweep
@@ -341,17 +340,7 @@ def main(argv=None):
     args, base = parse(argv)
     n = training_size(base)
     study = plan(args, base, n)
-    if not args.plot_only:
-        runs.check_out(base["out"])
-    provide, failed = sweep.provider(args, base["out"], sweep.threads_per_run(base, args.jobs))
-    results = sweep.compare(study, provide, scores)
-    if args.print_commands:
-        if results is None:
-            print("# the next runs depend on these results: run this command again once they are done",
-                  file=sys.stderr)
-        return 0
-    report(study, results, args, n)
-    return 1 if any(failed) else 0
+    return sweep.run_compared(study, args, lambda results, _: report(study, results, args, n), scores)
 
 
 if __name__ == "__main__":

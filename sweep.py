@@ -518,18 +518,25 @@ def run_sweep(argv=None, setting=None, values=None, description=None, defaults=N
     """The sweep command: search each value's learning rate, train the comparison's missing runs, time,
     then write tables, plots and runs.csv."""
     sweep, args = parse_cli(argv, setting, values, description, defaults)
+    return run_compared(sweep, args, lambda results, threads: report(sweep, results, threads, args))
+
+
+def run_compared(sweep, args, write, score=None):
+    """Train (or, with --print-commands, print) what a Sweep's comparison is missing, then write(results,
+    threads) its outputs: the command of the sweeps and of the studies built on them (batch_quality.py).
+    score: as tune's. Returns the command's exit status: 1 where a run failed."""
     out = sweep.base["out"]
     if not args.plot_only:
         runs.check_out(out)
     threads = threads_per_run(sweep.base, args.jobs)
     provide, failed = provider(args, out, threads)
-    results = compare(sweep, provide)
+    results = compare(sweep, provide, score)
     if args.print_commands:
         if results is None:
             print("# the next runs depend on these results: run this command again once they are done",
                   file=sys.stderr)
         return 0
-    report(sweep, results, threads, args)
+    write(results, threads)
     return 1 if any(failed) else 0
 
 
