@@ -133,7 +133,6 @@ def plot_noise(noise, fit, folder, target, name=NAME):
         ax.axhline(fit[1], color="tab:orange", linestyle="--", label=f"fitted B_crit {fit[1]:.0f}")
     config = noise.config
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(plots.matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # a decade or less: ticks inside it
     ax.set_xlabel("epoch")
     ax.set_ylabel("gradient noise scale B_simple = tr(Sigma) / |G|^2 (log)")
     ax.set_title(f"gradient noise scale during training: batch {config['batch_size']}, lr {config['lr']:g} constant",
@@ -145,6 +144,8 @@ def plot_noise(noise, fit, folder, target, name=NAME):
 
 def _save(fig, path, target, name=NAME):
     for ax in fig.axes:
+        if ax.get_yscale() == "log":  # 1-2-5 ticks: a log axis spanning a decade or less keeps its labels
+            ax.yaxis.set_major_locator(plots.matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         plots.plain_ticks(ax)
     fig.suptitle(f"{name}: steps to {100 * target:g}% validation accuracy against the batch size", fontsize=10)
     fig.tight_layout()
