@@ -392,6 +392,7 @@ def study(argv):
     rows = [row(size, chosen[size], per_step) for size in sizes]
     reached = [(r.batch_size, statistics.mean(r.steps)) for r in rows if r.steps and len(r.steps) == len(r.summaries)]
     fit = fit_critical(*zip(*reached)) if len(reached) >= 3 else None
+    tables.write_scaling_runs_csv(chosen, folder / args.sweep_name)
     report(rows, args, base, n, noise, fit)
     return Study(rows, n, fit, noise, any(failed))
 

@@ -219,6 +219,24 @@ def _run_row(column, label, lr, seed, role, run, target, figures):
             f"epochs_to_{100 * target:g}%": reached[0] if reached else "", "run": run.dir.name if run else ""}
 
 
+# The columns of a batch-scaling study's <name>_runs.csv taken from each run's summary.json.
+SCALING_FIGURES = ("status", "reached", "steps", "epochs", "best_val_acc", "test_acc", "last_step", "seconds")
+
+
+def write_scaling_runs_csv(chosen, prefix):
+    """<prefix>_runs.csv of a batch-scaling study: a row per run, every rate tried at every batch size and
+    seed (chosen: each batch size's chosen candidate, its options the rates tried), 'chosen' marking the
+    rate the table reports; the same seeds choose and report a rate, so there is no role column. The
+    table's steps, epochs and best validation accuracy are recomputable from it. Returns its path."""
+    rows = [{"batch_size": size, "lr": f"{c.lr:g}", "seed": seed, "chosen": c.lr == pick.lr,
+             **{k: run.summary.get(k, "") if run else "" for k in SCALING_FIGURES},
+             "run": run.dir.name if run else ""}
+            for size, pick in sorted(chosen.items()) for c in pick.options for run, seed in zip(c.runs, c.seeds)]
+    path = f"{prefix}_runs.csv"
+    write_csv(path, rows, list(rows[0]))
+    return path
+
+
 def write_tables(rows, prefix, caption, extra=None):
     """<prefix>.csv (rows, plus the extra columns per row) and <prefix>.md (rows) from dicts with the
     same keys."""

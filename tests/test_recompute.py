@@ -10,7 +10,10 @@ import outcomes
 import tables
 from conftest import ROOT
 
-COMMITTED = sorted((ROOT / "results").glob("*/*_runs.csv"))
+# Studies whose per-run CSV has its own shape, recomputed by their own tests below.
+OWN_SHAPE = ("batch_scaling", "batch_quality")
+COMMITTED = sorted(p for p in (ROOT / "results").glob("*/*_runs.csv") if not p.parent.name.startswith(OWN_SHAPE))
+SCALING = sorted((ROOT / "results").glob("batch_scaling*/*_runs.csv"))
 # The sweeps whose per-run and per-epoch CSVs are committed: losing one fails, not skips, its recomputation.
 # The activation sweep joins when it is retrained with the code that writes them.
 RECOMPUTABLE = ("batch_size", "batch_size_fixed_lr", "loss", "optimizer", "sparsity", "mse_gradient")
@@ -124,3 +127,25 @@ def test_the_reports_bce_against_bce_logits_test_is_the_committed_runs():
             f"paired over the {len(seeds)} seeds, p {stats.paired_p(a, b):.2g}")
     text = " ".join(REPORT.split())
     assert all(s in text for s in said), said
+
+
+def recompute_scaling(runs_csv):
+    """{batch size: (steps to target, best validation accuracy)} as the batch-scaling table writes them,
+    from the chosen rate's runs in a study's per-run CSV."""
+    with open(runs_csv) as f:
+        chosen = [r for r in csv.DictReader(f) if r["chosen"] == "True"]
+    out = {}
+    for size in dict.fromkeys(r["batch_size"] for r in chosen):
+        mine = [r for r in chosen if r["batch_size"] == size]
+        steps = [int(r["steps"]) for r in mine if r["reached"] == "True"]
+        out[size] = (tables.mean_std(steps, 1, 0), tables.mean_std([100 * float(r["best_val_acc"]) for r in mine], 1, 2))
+    return out
+
+
+@pytest.mark.parametrize("runs_csv", SCALING, ids=[p.parent.name for p in SCALING])
+def test_a_batch_scaling_table_is_recomputed_from_its_runs(runs_csv):
+    table = read_md(str(runs_csv).replace("_runs.csv", ".md"))
+    again = recompute_scaling(runs_csv)
+    assert set(again) == {row["batch_size"] for row in table}
+    for row in table:
+        assert again[row["batch_size"]] == (row["steps_to_target"], row["best_val_acc_%"]), row["batch_size"]
