@@ -15,8 +15,7 @@ OWN_SHAPE = ("batch_scaling", "batch_quality")
 COMMITTED = sorted(p for p in (ROOT / "results").glob("*/*_runs.csv") if not p.parent.name.startswith(OWN_SHAPE))
 SCALING = sorted((ROOT / "results").glob("batch_scaling*/*_runs.csv"))
 # The sweeps whose per-run and per-epoch CSVs are committed: losing one fails, not skips, its recomputation.
-# The activation sweep joins when it is retrained with the code that writes them.
-RECOMPUTABLE = ("batch_size", "batch_size_fixed_lr", "loss", "optimizer", "sparsity", "mse_gradient")
+RECOMPUTABLE = ("batch_size", "batch_size_fixed_lr", "activation", "loss", "optimizer", "sparsity", "mse_gradient")
 
 
 def read_md(path):
@@ -129,6 +128,26 @@ def test_the_reports_bce_against_bce_logits_test_is_the_committed_runs():
     assert all(s in text for s in said), said
 
 
+def test_the_reports_sigmoid_against_tanh_test_is_the_committed_runs():
+    """REPORT's planned test of sigmoid against tanh (no table holds it) recomputes from
+    activation_runs.csv, and their training error in epoch 1 from activation_epochs.csv."""
+    import stats
+    from test_readme import REPORT
+    accs = comparison_accs("activation")
+    seeds = sorted(accs["sigmoid"])
+    a, b = [accs["sigmoid"][s] for s in seeds], [accs["tanh"][s] for s in seeds]
+    diffs = [100 * (y - x) for x, y in zip(a, b)]
+    with open(ROOT / "results" / "activation" / "activation_epochs.csv") as f:
+        first = [r for r in csv.DictReader(f) if r["epoch"] == "1"]
+    error = {act: tables.mean_std([1 - float(r["train_acc"]) for r in first if r["activation"] == act], 100, 1)
+             for act in ("sigmoid", "tanh", "relu")}
+    said = (f"end {abs(statistics.mean(diffs)):.2f} ± {statistics.stdev(diffs):.2f} points apart",
+            f"paired over the {len(seeds)} seeds, p {stats.paired_p(a, b):.2g}",
+            f"{error['sigmoid']}% against {error['tanh']}% (ReLU {error['relu']}%;")
+    text = " ".join(REPORT.split())
+    assert all(s in text for s in said), said
+
+
 def recompute_scaling(runs_csv):
     """{batch size: (steps to target, best validation accuracy)} as the batch-scaling table writes them,
     from the chosen rate's runs in a study's per-run CSV."""
@@ -149,3 +168,34 @@ def test_a_batch_scaling_table_is_recomputed_from_its_runs(runs_csv):
     assert set(again) == {row["batch_size"] for row in table}
     for row in table:
         assert again[row["batch_size"]] == (row["steps_to_target"], row["best_val_acc_%"]), row["batch_size"]
+
+
+QUALITY = sorted((ROOT / "results").glob("batch_quality/batch_quality_runs.csv"))
+
+
+def recompute_quality(runs_csv):
+    """{'budget / batch size': (test accuracy at best validation '%' mean ± std, vs_best mark)} from the
+    quality study's comparison runs, each budget's batch sizes tested against its best as the study does."""
+    with open(runs_csv) as f:
+        rows = [r for r in csv.DictReader(f) if r["role"] == "comparison"]
+    column = next(iter(rows[0]))
+    accs = {}
+    for row in rows:
+        seeds = accs.setdefault(row[column], {})
+        if row["status"] == "completed":
+            seeds[int(row["seed"])] = float(row["test_acc_at_best_val"])
+    marks = {}
+    for budget in dict.fromkeys(label.split(" / ")[0] for label in accs):
+        found, _ = outcomes.compare_accs({k: v for k, v in accs.items() if k.split(" / ")[0] == budget})
+        marks.update(found)
+    return {label: (tables.mean_std(list(a.values()), 100), marks.get(label, "")) for label, a in accs.items()}
+
+
+@pytest.mark.parametrize("runs_csv", QUALITY, ids=[p.parent.name for p in QUALITY])
+def test_the_quality_table_is_recomputed_from_its_runs(runs_csv):
+    table = read_md(str(runs_csv).replace("_runs.csv", ".md"))
+    again = recompute_quality(runs_csv)
+    assert set(again) == {f"{row['budget']} / {row['batch_size']}" for row in table}
+    for row in table:
+        label = f"{row['budget']} / {row['batch_size']}"
+        assert again[label] == (row["test_acc_at_best_val_%"], row["vs_best"]), label
