@@ -393,6 +393,8 @@ def study(argv):
     reached = [(r.batch_size, statistics.mean(r.steps)) for r in rows if r.steps and len(r.steps) == len(r.summaries)]
     fit = fit_critical(*zip(*reached)) if len(reached) >= 3 else None
     tables.write_scaling_runs_csv(chosen, folder / args.sweep_name)
+    if noise:
+        tables.write_noise_csv(noise, folder / args.sweep_name)
     report(rows, args, base, n, noise, fit)
     return Study(rows, n, fit, noise, any(failed))
 

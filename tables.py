@@ -237,6 +237,20 @@ def write_scaling_runs_csv(chosen, prefix):
     return path
 
 
+# The per-epoch columns of a --noise-scale run's <name>_noise.csv (diagnostics.noise_scale's keys).
+NOISE_FIGURES = ("val_acc", "noise_scale", "noise_grad_sq", "noise_trace")
+
+
+def write_noise_csv(noise, prefix):
+    """<prefix>_noise.csv: the --noise-scale run's B_simple and validation accuracy after each epoch (the
+    noise figure's points), so the figures quoted from it are recomputable. Returns its path."""
+    rows = [{"epoch": m["epoch"], **{k: m.get(k, "") for k in NOISE_FIGURES}, "run": noise.dir.name}
+            for m in noise.metrics if m.get("noise_scale")]
+    path = f"{prefix}_noise.csv"
+    write_csv(path, rows, ["epoch", *NOISE_FIGURES, "run"])
+    return path
+
+
 def write_tables(rows, prefix, caption, extra=None):
     """<prefix>.csv (rows, plus the extra columns per row) and <prefix>.md (rows) from dicts with the
     same keys."""

@@ -199,3 +199,18 @@ def test_the_quality_table_is_recomputed_from_its_runs(runs_csv):
     for row in table:
         label = f"{row['budget']} / {row['batch_size']}"
         assert again[label] == (row["test_acc_at_best_val_%"], row["vs_best"]), label
+
+
+def test_the_train_size_tables_noise_scales_are_the_committed_noise_runs():
+    """train_size.md's B_simple at the target (the noise-scale run's first epoch at it) and its range over
+    the run recompute from each N's batch_scaling_n<N>_noise.csv."""
+    table = read_md(ROOT / "results" / "train_size" / "train_size.md")
+    assert table
+    for row in table:
+        with open(ROOT / "results" / f"batch_scaling_n{row['train_size']}" /
+                  f"batch_scaling_n{row['train_size']}_noise.csv") as f:
+            epochs = list(csv.DictReader(f))
+        scales = [float(e["noise_scale"]) for e in epochs]
+        at = next(e for e in epochs if 100 * float(e["val_acc"]) >= float(row["target_%"]))
+        assert row["B_simple_at_target"] == f"{float(at['noise_scale']):.0f} (epoch {at['epoch']})"
+        assert row["B_simple_range"] == f"{min(scales):.0f}-{max(scales):.0f}"
