@@ -174,6 +174,8 @@ def test_the_combined_table_and_its_tests_within_each_budget(tmp_path):
     assert "Resolution, epochs: 5 seeds" in text and "updates: 5 seeds" in text
     ran = list(csv.DictReader(open(tmp_path / "batch_quality" / "batch_quality_runs.csv")))
     assert len(ran) == 40 and {"end_sharpness", "final_distance", "test_acc_at_best_val"} <= set(ran[0])
+    from test_recompute import check_quality  # the check the committed study's table gets
+    check_quality(tmp_path / "batch_quality" / "batch_quality_runs.csv")
     assert (tmp_path / "batch_quality" / "batch_quality.png").stat().st_size > 0
 
 

@@ -193,6 +193,11 @@ def recompute_quality(runs_csv):
 
 @pytest.mark.parametrize("runs_csv", QUALITY, ids=[p.parent.name for p in QUALITY])
 def test_the_quality_table_is_recomputed_from_its_runs(runs_csv):
+    check_quality(runs_csv)
+
+
+def check_quality(runs_csv):
+    """The quality study's table (beside runs_csv) says what its per-run CSV recomputes to."""
     table = read_md(str(runs_csv).replace("_runs.csv", ".md"))
     again = recompute_quality(runs_csv)
     assert set(again) == {f"{row['budget']} / {row['batch_size']}" for row in table}
