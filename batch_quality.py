@@ -22,9 +22,9 @@ Does a large batch end at a worse test accuracy, and at a sharper point, than a 
              epochs, so a large batch gets fewer steps of patience; the table gives the steps trained.
 
 SGD with momentum 0.9, 784-256-128-10 ReLU, cross-entropy, as train.py. Each (budget, batch size)
-searches its own learning rate as the sweeps do (sweep.py): a factor-2 grid (--tune-lr) around the
+searches its own learning rate as the sweeps do (sweep.py): a factor-2 grid (--tune-lr 0.5,1,2) around the
 default rate 0.05 scaled from batch 128 by the square root of the batch ratio (--lr-scaling), widened
-while the best rate is on an edge, on the tuning seeds (--tune-seeds 2), scored by the smoothed mean
+while the best rate is on an edge, on one tuning seed (--tune-seeds 1), scored by the smoothed mean
 *best* validation accuracy (the table reports the test accuracy at the best validation epoch, so the
 same epoch chooses). The comparison then trains --seeds 5 fresh seeds at the chosen rate; within each
 budget every batch size is tested against the best one seed by seed (paired t-test, Holm), and the
@@ -37,19 +37,16 @@ Outputs in results/batch_quality/: batch_quality.csv/.md (a row per budget and b
 whether its search was interior, mean ± std over seeds of best validation and test-at-best-validation
 accuracy, final training loss and accuracy, distance from initialisation, end sharpness, epochs and
 steps trained, vs_best), batch_quality_tuning.csv/.md (every rate tried), batch_quality_runs.csv (every
-run), batch_quality.png (test accuracy, sharpness and distance against the batch size, a line per
+run), batch_quality.png (test error, sharpness and distance against the batch size, a line per
 budget, error bars: std over seeds). --plot-only and the figure read the saved runs; nothing retrains.
 
-Cost on 2 cores, estimated (not timed) from the seconds per epoch that a smoke study logged (one thread
-per run, --train-size 8192, scaled to the 55,000 training images; the other core busy with another
-training job, so on the slow side): 2.6 s of training per epoch at batch 32, 1.7 s at 128, 1.2 s at
-512, 1.1 s at 2048 and 8192, plus 0.15 s of evaluation per epoch and about 6 s per run (start-up, data,
-end sharpness). One seed at one rate of all six batch sizes then takes about 1.3 min under 'epochs'
-(E = 4), 7.7 min under 'updates' (8192 trains 246 epochs, 2048 64) and 10-18 min under 'converged' (18:
-every run to its 100-epoch cap). With about 17 runs per row (2 tuning seeds x 5-6 rates, 5 comparison
-seeds), the default study is about 5.5-7.5 hours of one-core time: 3-4 hours with --jobs 2 on two free
-cores. Most of it is the matched updates of the two largest batch sizes and the converged runs; cut it
-with --budgets, --batch-sizes, --seeds, or share it out (--print-commands).
+Cost on 2 cores, measured (2026-12-06, AMD EPYC Zen 4, --jobs 2, one thread per run, other jobs niced
+to fill idle cores): 168 runs (78 in the search over 4 rounds, 90 in the comparison) in 58.5 minutes
+of wall time: 30.8 for the search, 27.7 for the comparison. Most of it is the matched updates of the
+two largest batch sizes (8192 trains 246 epochs, 2048 64) and the converged runs (16 to 100 epochs;
+every comparison run stopped on its patience before the 100-epoch cap). Two tuning seeds (--tune-seeds 2) or the
+sweeps' five-rate first grid (--tune-lr 0.25,0.5,1,2,4) would about double the search; cut it with
+--budgets, --batch-sizes, --seeds, or share it out (--print-commands).
 """
 import errors
 
@@ -78,6 +75,9 @@ BATCH_SIZES = [32, 64, 128, 512, 2048, 8192]
 BUDGETS = ("epochs", "updates", "converged")
 COLUMN = "budget / batch_size"
 SEEDS = 5
+# One tuning seed and a three-rate first grid (widened while the best rate is on an edge): 18 searches of
+# up to 246 epochs each are what the study costs, and this keeps it to an hour on 2 cores.
+TUNE_SEEDS, TUNE = 1, "0.5,1,2"
 SCHEDULES = "the study sets each budget's schedule: cosine for epochs and updates, constant for converged"
 OWNED = {  # train.py's settings the study sets itself, and why (settings.refuse)
     "batch_size": "the study sets it to each of --batch-sizes (the learning rates scale from the default batch "
@@ -107,11 +107,11 @@ def parse(argv=None):
                    help="where each batch size's search starts: the base lr times the batch ratio to the "
                         "default batch (linear) or its square root (sqrt)")
     sweep.engine_options(g, "the tuning seeds pick one per budget and batch size by best validation accuracy")
-    g.add_argument("--tune-seeds", type=settings.POSITIVE_INT, default=2, help="seeds that choose the rate")
+    g.add_argument("--tune-seeds", type=settings.POSITIVE_INT, default=TUNE_SEEDS, help="seeds that choose the rate")
     g.add_argument("--seeds", type=settings.POSITIVE_INT, default=SEEDS,
                    help="fresh seeds per budget and batch size in the comparison")
     g.add_argument("--force", action="store_true", help="retrain even finished runs")
-    p.set_defaults(epochs=4, patience=10, tune_lr=sweep.TUNE)
+    p.set_defaults(epochs=4, patience=10, tune_lr=TUNE)
     args = p.parse_args(argv)
     args.budget_list = parse_budgets(args.budgets)
     settings.refuse(p, args, {**OWNED, **unused(args)})
@@ -273,18 +273,20 @@ def resolved(resolutions):
 # ---------------------------------------------------------------------------- the figure
 
 def figure(results, path, title):
-    """Test accuracy at best validation, end sharpness and distance from init against the batch size (log
-    x), a line per budget, error bars the sample std over completed seeds. Reads saved runs only."""
-    panels = (("test_acc_at_best_val", "test accuracy at best val. (%)", 100, False),
-              ("end_sharpness", "end sharpness (top Hessian eigenvalue)", 1, True),
-              ("final_distance", "distance from init ||θ_T − θ_0||", 1, True))
+    """Test error at best validation, end sharpness and distance from init against the batch size (log
+    x), a line per budget, error bars the sample std over completed seeds. Reads saved runs only. Error on
+    a log axis, not accuracy: a budget that starves the largest batch (87% after 4 epochs at 8192) would
+    flatten the tenths of a point between the others to nothing."""
+    panels = (("test_acc_at_best_val", "test error at best val. (%, log)", lambda a: 100 * (1 - a), True),
+              ("end_sharpness", "end sharpness (top Hessian eigenvalue)", lambda v: v, True),
+              ("final_distance", "distance from init ||θ_T − θ_0||", lambda v: v, True))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
     budgets = list(dict.fromkeys(r.point.coords[0] for r in results))
-    for (key, label, scale, log), ax in zip(panels, axes):
+    for (key, label, value, log), ax in zip(panels, axes):
         for (colour, _), budget in zip(plots.styles(len(budgets)), budgets):
             xs, means, sds = [], [], []
             for r in (r for r in results if r.point.coords[0] == budget):
-                values = [s[key] * scale for s in completed_summaries(r) if s.get(key) is not None]
+                values = [value(s[key]) for s in completed_summaries(r) if s.get(key) is not None]
                 if values:
                     xs.append(r.point.settings["batch_size"])
                     means.append(statistics.mean(values))

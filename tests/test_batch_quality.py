@@ -100,7 +100,7 @@ def test_the_plan_is_a_point_per_budget_and_batch_size_with_its_schedule_and_sca
                                             "patience": 0}  # lr: 0.05 x sqrt(512 / 128)
     assert settings_of["converged / 32"] == {"batch_size": 32, "lr": 0.025, "epochs": 100, "schedule": "constant",
                                              "patience": 10}
-    assert study.tune_seeds == [0, 1] and study.seeds == [2, 3, 4, 5, 6] and study.factors == [0.25, 0.5, 1, 2, 4]
+    assert study.tune_seeds == [0] and study.seeds == [1, 2, 3, 4, 5] and study.factors == [0.5, 1, 2]
     job = sweep.job(study.base, study.points[3], 2.0, 2)
     assert job.config["lr"] == 0.2 and job.config["end_sharpness"] and job.config["distance"]
     assert {"--end-sharpness", "--distance"} <= set(job.argv) and job.argv[job.argv.index("--epochs") + 1] == "16"

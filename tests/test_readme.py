@@ -1,6 +1,7 @@
 """The README and the report stay true: the README's set-up commands match CI and its tables the registry,
 the report's tables match the committed results, the README stays a manual read in one sitting, and
 every relative link of either resolves."""
+import csv
 import re
 import unicodedata
 
@@ -70,6 +71,20 @@ def test_report_sweep_tables_are_the_committed_results(sweep):
     committed = {row[0]: [row[columns.index(c)] for c in TABLES[sweep]] for row in table_rows(table)}
     shown = table_rows(REPORT[REPORT.index(f"(results/{sweep}/{sweep}.md)"):])
     assert {row[0]: row[1:] for row in shown} == committed
+
+
+def test_report_quality_table_is_the_committed_study():
+    """The report's batch-quality table (a row per batch size, a column per budget) repeats the committed
+    table's cells: test accuracy with its mark per budget; steps, sharpness, training accuracy converged."""
+    committed = {(r["budget"], r["batch_size"]): r
+                 for r in csv.DictReader(open(ROOT / "results" / "batch_quality" / "batch_quality.csv"))}
+    shown = table_rows(REPORT[REPORT.index("(results/batch_quality/batch_quality.md)"):])
+    assert [row[0] for row in shown] == list(dict.fromkeys(size for _, size in committed))
+    for size, *cells in shown:
+        test = [f"{committed[(b, size)]['test_acc_at_best_val_%']} ({committed[(b, size)]['vs_best']})"
+                for b in ("epochs", "updates", "converged")]
+        plateau = committed[("converged", size)]
+        assert cells == [*test, plateau["steps"], plateau["end_sharpness"], plateau["final_train_acc_%"]], size
 
 
 def test_report_grid_table_is_the_committed_grids():

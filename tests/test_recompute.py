@@ -219,3 +219,11 @@ def test_the_train_size_tables_noise_scales_are_the_committed_noise_runs():
         at = next(e for e in epochs if 100 * float(e["val_acc"]) >= float(row["target_%"]))
         assert row["B_simple_at_target"] == f"{float(at['noise_scale']):.0f} (epoch {at['epoch']})"
         assert row["B_simple_range"] == f"{min(scales):.0f}-{max(scales):.0f}"
+
+
+@pytest.mark.parametrize("path", ["batch_quality/batch_quality_runs.csv",
+                                  *[f"batch_scaling_n{n}/batch_scaling_n{n}_{kind}.csv"
+                                    for n in (6875, 13750, 27500, 55000) for kind in ("runs", "noise")]])
+def test_the_studies_csvs_are_committed(path):
+    """The studies' per-run CSVs that the tests above recompute from: losing one fails, not skips."""
+    assert (ROOT / "results" / path).exists(), path
