@@ -81,7 +81,7 @@ def test_report_quality_table_is_the_committed_study():
     shown = table_rows(REPORT[REPORT.index("(results/batch_quality/batch_quality.md)"):])
     assert [row[0] for row in shown] == list(dict.fromkeys(size for _, size in committed))
     for size, *cells in shown:
-        test = [f"{committed[(b, size)]['test_acc_at_best_val_%']} ({committed[(b, size)]['vs_best']})"
+        test = [f"{committed[(b, size)]['test_acc_at_best_val_%']}, {committed[(b, size)]['vs_best']}"
                 for b in ("epochs", "updates", "converged")]
         plateau = committed[("converged", size)]
         assert cells == [*test, plateau["steps"], plateau["end_sharpness"], plateau["final_train_acc_%"]], size
