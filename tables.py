@@ -345,7 +345,9 @@ def write_epochs_csv(results, prefix, column):
     """<prefix>_epochs.csv: a row per epoch of every comparison run (epoch 0: the init_ measurements taken
     before the first step), every numeric key of its metrics row, a list (a value per layer) spread over
     numbered columns (grad_norms_1 for the first layer), so that per-epoch figures such as gradient norms
-    and activation statistics are in git beside the tables. Returns its path."""
+    and activation statistics are in git beside the tables. lr is the value's chosen rate; the metrics'
+    own lr (the schedule's rate at the epoch's last step) is epoch_lr, so that neither overwrites the
+    other, nor a swept lr's column. Returns its path."""
     rows = []
     for result in results:
         for run, seed in zip(result.runs, result.seeds):
@@ -353,7 +355,8 @@ def write_epochs_csv(results, prefix, column):
             init = {k[len("init_"):]: v for k, v in metrics[0].items() if k.startswith("init_")} if metrics else {}
             for epoch, row in ([(0, init)] if init else []) + [(m["epoch"], m) for m in metrics]:
                 rows.append({column: result.label, "lr": f"{result.lr:g}", "seed": seed, "epoch": epoch,
-                             **_spread({k: v for k, v in row.items() if k != "epoch" and not k.startswith("init_")})})
+                             **_spread({("epoch_lr" if k == "lr" else k): v for k, v in row.items()
+                                        if k != "epoch" and not k.startswith("init_")})})
     path = f"{prefix}_epochs.csv"
     write_csv(path, rows, list(dict.fromkeys(k for row in rows for k in row)))
     return path

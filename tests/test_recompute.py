@@ -15,7 +15,9 @@ OWN_SHAPE = ("batch_scaling", "batch_quality")
 COMMITTED = sorted(p for p in (ROOT / "results").glob("*/*_runs.csv") if not p.parent.name.startswith(OWN_SHAPE))
 SCALING = sorted((ROOT / "results").glob("batch_scaling*/*_runs.csv"))
 # The sweeps whose per-run and per-epoch CSVs are committed: losing one fails, not skips, its recomputation.
-RECOMPUTABLE = ("batch_size", "batch_size_fixed_lr", "activation", "loss", "optimizer", "sparsity", "mse_gradient")
+RECOMPUTABLE = ("batch_size", "batch_size_fixed_lr", "activation", "loss", "optimizer", "sparsity", "mse_gradient",
+                "depth", "depth_batchnorm", "label_noise", "act_loss_h256x128", "act_loss_h128", "batch256_lr02",
+                "sgd_lr", "best_speed")
 
 
 def read_md(path):
@@ -100,6 +102,7 @@ def test_the_per_epoch_csv_ends_where_the_per_run_csv_does(sweep):
         end = last[(row[column], row["seed"])]
         assert float(end["test_acc"]) == pytest.approx(float(row["final_test_acc"]), abs=1e-12)
         assert float(end["train_loss"]) == pytest.approx(float(row["final_train_loss"]), abs=1e-12)
+        assert end["lr"] == row["lr"]  # the chosen rate, not the schedule's (epoch_lr)
 
 
 def comparison_accs(sweep):
