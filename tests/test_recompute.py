@@ -226,7 +226,20 @@ def test_the_train_size_tables_noise_scales_are_the_committed_noise_runs():
 
 @pytest.mark.parametrize("path", ["batch_quality/batch_quality_runs.csv",
                                   *[f"batch_scaling_n{n}/batch_scaling_n{n}_{kind}.csv"
-                                    for n in (6875, 13750, 27500, 55000) for kind in ("runs", "noise")]])
+                                    for n in (6875, 13750, 27500, 55000) for kind in ("runs", "noise")],
+                                  "batch_scaling/batch_scaling_runs.csv", "batch_scaling/batch_scaling_noise.csv"])
 def test_the_studies_csvs_are_committed(path):
     """The studies' per-run CSVs that the tests above recompute from: losing one fails, not skips."""
     assert (ROOT / "results" / path).exists(), path
+
+
+def test_the_reports_noise_scale_is_the_committed_noise_run():
+    """REPORT's B_simple at the first epoch at 97% validation accuracy, and after epoch 1, recompute from
+    batch_scaling_noise.csv (they were once read off the figure)."""
+    from test_readme import REPORT
+    with open(ROOT / "results" / "batch_scaling" / "batch_scaling_noise.csv") as f:
+        epochs = list(csv.DictReader(f))
+    at = next(e for e in epochs if float(e["val_acc"]) >= 0.97)
+    said = (f"B_simple ≈ {float(at['noise_scale']):,.0f} when the run first reaches 97% validation accuracy** (epoch "
+            f"{at['epoch']}), {float(epochs[0]['noise_scale']):,.0f} after epoch 1")
+    assert said in " ".join(REPORT.split()), said
