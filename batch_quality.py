@@ -44,9 +44,9 @@ Cost on 2 cores, measured (2026-12-06, AMD EPYC Zen 4, --jobs 2, one thread per 
 to fill idle cores): 168 runs (78 in the search over 4 rounds, 90 in the comparison) in 58.5 minutes
 of wall time: 30.8 for the search, 27.7 for the comparison. Most of it is the matched updates of the
 two largest batch sizes (8192 trains 246 epochs, 2048 64) and the converged runs (16 to 100 epochs;
-every comparison run stopped on its patience before the 100-epoch cap). Two tuning seeds (--tune-seeds 2) or the
-sweeps' five-rate first grid (--tune-lr 0.25,0.5,1,2,4) would about double the search; cut it with
---budgets, --batch-sizes, --seeds, or share it out (--print-commands).
+every comparison run stopped on its patience before the 100-epoch cap). Two tuning seeds
+(--tune-seeds 2) or the sweeps' five-rate first grid (--tune-lr 0.25,0.5,1,2,4) would about double the
+search; cut it with --budgets, --batch-sizes, --seeds, or share it out (--print-commands).
 """
 import errors
 

@@ -160,7 +160,8 @@ def recompute_scaling(runs_csv):
     for size in dict.fromkeys(r["batch_size"] for r in chosen):
         mine = [r for r in chosen if r["batch_size"] == size]
         steps = [int(r["steps"]) for r in mine if r["reached"] == "True"]
-        out[size] = (tables.mean_std(steps, 1, 0), tables.mean_std([100 * float(r["best_val_acc"]) for r in mine], 1, 2))
+        best = [100 * float(r["best_val_acc"]) for r in mine]
+        out[size] = (tables.mean_std(steps, 1, 0), tables.mean_std(best, 1, 2))
     return out
 
 
