@@ -138,7 +138,10 @@ def _log_axis(ax, low, high, axis="y"):
 
 
 def plain_ticks(ax):
-    """Plain-number tick labels (16, 1024, 0.05), not powers, on both of ax's log axes, no minor labels."""
+    """Plain-number tick labels (16, 1024, 0.05), not powers, on both of ax's log axes, no minor labels;
+    a log y axis gets 1-2-5 major ticks, so that one spanning a decade or less keeps labelled ticks."""
+    if ax.get_yscale() == "log":
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(matplotlib.ticker.NullFormatter())

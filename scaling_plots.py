@@ -144,8 +144,6 @@ def plot_noise(noise, fit, folder, target, name=NAME):
 
 def _save(fig, path, target, name=NAME):
     for ax in fig.axes:
-        if ax.get_yscale() == "log":  # 1-2-5 ticks: a log axis spanning a decade or less keeps its labels
-            ax.yaxis.set_major_locator(plots.matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         plots.plain_ticks(ax)
     fig.suptitle(f"{name}: steps to {100 * target:g}% validation accuracy against the batch size", fontsize=10)
     fig.tight_layout()

@@ -50,8 +50,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import matplotlib.ticker
-
 import batch_scaling
 import dataloader
 import plots
@@ -278,7 +276,6 @@ def figure(parts, target, path):
         if not ax.lines:  # nothing saved yet: an empty panel, not a log axis without data
             continue
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # ticks in a short range
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size (log 2)")
         ax.grid(alpha=0.3, which="both")
