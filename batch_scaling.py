@@ -337,15 +337,18 @@ def noise_scale_run(base, chosen, args):
     return runs.read_run(found[-1]) if found else None
 
 
-def report(rows, args, base, n, noise, fit, written=()):
-    """Write the table and figures into <out>/<sweep-name>/; written: the files already written there, to
-    list with them."""
+def report(rows, chosen, args, base, n, noise, fit):
+    """Write the table, the per-run (and noise-scale) CSVs and the figures into <out>/<sweep-name>/;
+    chosen: each batch size's chosen candidate, with the rates tried."""
     name = args.sweep_name
     folder = Path(base["out"]) / name
     timed = folder / f"{name}_timing.json"  # its thread count, not this command's: --plot-only times nothing
     threads = files.read_json(timed).get("threads") if timed.exists() else None
     tables.write_tables(tables.scaling_rows(rows, n), folder / name,
                         tables.scaling_caption(args, base, fit, threads, EVAL_GROWTH, PATIENT))
+    written = [tables.write_scaling_runs_csv(chosen, folder / name)]
+    if noise:
+        written.append(tables.write_noise_csv(noise, folder / name))
     paths = [folder / f"{name}.csv", folder / f"{name}.md", *written,
              *scaling_plots.figures(rows, n, fit, noise, folder, args.target, base["batch_size"], name)]
     print((folder / f"{name}.md").read_text())
@@ -393,10 +396,7 @@ def study(argv):
     rows = [row(size, chosen[size], per_step) for size in sizes]
     reached = [(r.batch_size, statistics.mean(r.steps)) for r in rows if r.steps and len(r.steps) == len(r.summaries)]
     fit = fit_critical(*zip(*reached)) if len(reached) >= 3 else None
-    csvs = [tables.write_scaling_runs_csv(chosen, folder / args.sweep_name)]
-    if noise:
-        csvs.append(tables.write_noise_csv(noise, folder / args.sweep_name))
-    report(rows, args, base, n, noise, fit, csvs)
+    report(rows, chosen, args, base, n, noise, fit)
     return Study(rows, n, fit, noise, any(failed))
 
 
