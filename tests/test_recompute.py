@@ -27,17 +27,22 @@ def read_md(path):
     return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:]]
 
 
-def recompute(runs_csv):
-    """{value: (final test accuracy '%' mean ± std, vs_best mark)} from a per-run CSV's comparison runs."""
+def comparison_accs(runs_csv, key="final_test_acc"):
+    """{value: {seed: key}} of a per-run CSV's comparison runs, every value, its completed seeds only."""
     with open(runs_csv) as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if r["role"] == "comparison"]
     column = next(iter(rows[0]))
     accs = {}
     for row in rows:
-        if row["role"] == "comparison":
-            seeds = accs.setdefault(row[column], {})
-            if row["status"] == "completed":
-                seeds[int(row["seed"])] = float(row["final_test_acc"])
+        seeds = accs.setdefault(row[column], {})
+        if row["status"] == "completed":
+            seeds[int(row["seed"])] = float(row[key])
+    return accs
+
+
+def recompute(runs_csv):
+    """{value: (final test accuracy '%' mean ± std, vs_best mark)} from a per-run CSV's comparison runs."""
+    accs = comparison_accs(runs_csv)
     marks, _ = outcomes.compare_accs(accs)
     return {label: (tables.mean_std(list(a.values()), 100), marks.get(label, "")) for label, a in accs.items()}
 
@@ -105,28 +110,23 @@ def test_the_per_epoch_csv_ends_where_the_per_run_csv_does(sweep):
         assert end["lr"] == row["lr"]  # the chosen rate, not the schedule's (epoch_lr)
 
 
-def comparison_accs(sweep):
-    """{value: {seed: final test accuracy}} of a committed sweep's completed comparison runs."""
-    with open(ROOT / "results" / sweep / f"{sweep}_runs.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r["role"] == "comparison" and r["status"] == "completed"]
-    column = next(iter(rows[0]))
-    accs = {}
-    for row in rows:
-        accs.setdefault(row[column], {})[int(row["seed"])] = float(row["final_test_acc"])
-    return accs
+def planned_test(sweep, first, second):
+    """What REPORT says of a planned paired test no table holds, recomputed from the sweep's per-run CSV:
+    the mean ± std of second's per-seed differences from first, and the paired p."""
+    import stats
+    accs = comparison_accs(ROOT / "results" / sweep / f"{sweep}_runs.csv")
+    seeds = sorted(accs[first])
+    a, b = [accs[first][s] for s in seeds], [accs[second][s] for s in seeds]
+    diffs = [100 * (y - x) for x, y in zip(a, b)]
+    return (f"end {statistics.mean(diffs):.2f} ± {statistics.stdev(diffs):.2f} points apart",
+            f"paired over the {len(seeds)} seeds, p {stats.paired_p(a, b):.2g}")
 
 
 def test_the_reports_bce_against_bce_logits_test_is_the_committed_runs():
     """REPORT's one planned test of `bce` against `bce_logits` (no table holds it) recomputes from
     loss_runs.csv: the mean ± std of the per-seed differences and the paired p."""
-    import stats
     from test_readme import REPORT
-    accs = comparison_accs("loss")
-    seeds = sorted(accs["bce"])
-    a, b = [accs["bce"][s] for s in seeds], [accs["bce_logits"][s] for s in seeds]
-    diffs = [100 * (y - x) for x, y in zip(a, b)]
-    said = (f"end {statistics.mean(diffs):.2f} ± {statistics.stdev(diffs):.2f} points apart",
-            f"paired over the {len(seeds)} seeds, p {stats.paired_p(a, b):.2g}")
+    said = planned_test("loss", "bce", "bce_logits")
     text = " ".join(REPORT.split())
     assert all(s in text for s in said), said
 
@@ -134,18 +134,12 @@ def test_the_reports_bce_against_bce_logits_test_is_the_committed_runs():
 def test_the_reports_sigmoid_against_tanh_test_is_the_committed_runs():
     """REPORT's planned test of sigmoid against tanh (no table holds it) recomputes from
     activation_runs.csv, and their training error in epoch 1 from activation_epochs.csv."""
-    import stats
     from test_readme import REPORT
-    accs = comparison_accs("activation")
-    seeds = sorted(accs["sigmoid"])
-    a, b = [accs["sigmoid"][s] for s in seeds], [accs["tanh"][s] for s in seeds]
-    diffs = [100 * (y - x) for x, y in zip(a, b)]
     with open(ROOT / "results" / "activation" / "activation_epochs.csv") as f:
         first = [r for r in csv.DictReader(f) if r["epoch"] == "1"]
     error = {act: tables.mean_std([1 - float(r["train_acc"]) for r in first if r["activation"] == act], 100, 1)
              for act in ("sigmoid", "tanh", "relu")}
-    said = (f"end {abs(statistics.mean(diffs)):.2f} ± {statistics.stdev(diffs):.2f} points apart",
-            f"paired over the {len(seeds)} seeds, p {stats.paired_p(a, b):.2g}",
+    said = (*planned_test("activation", "sigmoid", "tanh"),
             f"{error['sigmoid']}% against {error['tanh']}% (ReLU {error['relu']}%;")
     text = " ".join(REPORT.split())
     assert all(s in text for s in said), said
@@ -180,14 +174,7 @@ QUALITY = sorted((ROOT / "results").glob("batch_quality/batch_quality_runs.csv")
 def recompute_quality(runs_csv):
     """{'budget / batch size': (test accuracy at best validation '%' mean ± std, vs_best mark)} from the
     quality study's comparison runs, each budget's batch sizes tested against its best as the study does."""
-    with open(runs_csv) as f:
-        rows = [r for r in csv.DictReader(f) if r["role"] == "comparison"]
-    column = next(iter(rows[0]))
-    accs = {}
-    for row in rows:
-        seeds = accs.setdefault(row[column], {})
-        if row["status"] == "completed":
-            seeds[int(row["seed"])] = float(row["test_acc_at_best_val"])
+    accs = comparison_accs(runs_csv, "test_acc_at_best_val")
     marks = {}
     for budget in dict.fromkeys(label.split(" / ")[0] for label in accs):
         found, _ = outcomes.compare_accs({k: v for k, v in accs.items() if k.split(" / ")[0] == budget})
