@@ -1,7 +1,7 @@
 """The final-quality-against-batch-size study (batch_quality.py) and the measurements it stands on: the
 distance of the weights from their initial values, on a known weight change; the sharpness measured once
 at the end, against the per-epoch one of the last epoch; the epochs of each budget; the variants it
-plans; its combined table from made-up run summaries; and, slow, a tiny study end to end on MNIST."""
+plans; its combined table from made-up run summaries; and, slow, a tiny study end to end."""
 import csv
 import math
 from pathlib import Path
@@ -18,7 +18,7 @@ import runs
 import settings
 import sweep
 import train
-from conftest import TINY, run_script
+from conftest import TINY, make_dataset, run_script
 from errors import UserError
 from model import MLP
 
@@ -196,10 +196,11 @@ def test_the_rate_is_chosen_by_best_validation_accuracy_and_a_failed_seed_counts
 # ---------------------------------------------------------------------------- end to end
 
 @pytest.mark.slow
-def test_a_tiny_study_end_to_end_on_mnist(tmp_path):
-    # Two budgets (8 runs, about a minute): at batch 100 on 1,000 images E epochs are about batch 128's
-    # updates, so the epochs budget would repeat the updates one's runs here.
-    flags = ["--train-size", "1000", "--epochs", "1", "--batch-sizes", "100,1000", "--budgets", "updates,converged",
+def test_a_tiny_study_end_to_end(tmp_path):
+    # Two budgets (8 runs): at batch 100 on 1,000 images E epochs are about batch 128's updates, so the
+    # epochs budget would repeat the updates one's runs here.
+    data = make_dataset(tmp_path / "data", n_train=1100)
+    flags = ["--data-dir", data, "--no-verify", "--val-split", "100", "--train-size", "1000", "--epochs", "1", "--batch-sizes", "100,1000", "--budgets", "updates,converged",
              "--seeds", "2", "--tune-lr", "1", "--max-epochs", "2", "--patience", "1", "--hidden", "32",
              "--threads", "1", "--out", tmp_path]
     result = run_script("batch_quality.py", *flags, timeout=240)

@@ -1,5 +1,5 @@
 """The training-set-size study (train_size.py): combining the two parts' saved outputs, its refusals, the
-batch-scaling study's output folder (--sweep-name), and one tiny study end to end on MNIST."""
+batch-scaling study's output folder (--sweep-name), and one tiny study end to end."""
 import csv
 import shlex
 from types import SimpleNamespace
@@ -10,7 +10,7 @@ import batch_scaling
 import sweep
 import tables
 import train_size
-from conftest import run_script
+from conftest import make_dataset, run_script
 from errors import UserError
 
 
@@ -114,9 +114,9 @@ def test_batch_scaling_names_its_folder_by_sweep_name_and_keeps_batch_scaling_by
 
 
 @pytest.mark.slow
-def test_a_tiny_study_end_to_end_on_mnist(tmp_path):
-    out = tmp_path / "out"
-    flags = ["--train-sizes", "500,1000", "--batch-sizes", "16,128", "--fixed-batch-sizes", "16,128", "--target", "0.7",
+def test_a_tiny_study_end_to_end(tmp_path):
+    out, data = tmp_path / "out", make_dataset(tmp_path / "data", n_train=1100)
+    flags = ["--data-dir", data, "--no-verify", "--val-split", "100", "--train-sizes", "500,1000", "--batch-sizes", "16,128", "--fixed-batch-sizes", "16,128", "--target", "0.7",
              "--max-epochs", "3", "--fixed-epochs", "1", "--seeds", "1", "--fixed-seeds", "1", "--tune-lr", "1",
              "--threads", "1", "--hidden", "64", "--jobs", "2", "--out", out]  # jobs: the runs' start-up overlaps
     done = run_script("train_size.py", *flags)
