@@ -61,7 +61,7 @@ def test_a_tiny_study_end_to_end(tmp_path):
     data = make_dataset(tmp_path / "data")
     flags = [*[f for f in TINY_SWEEP if f not in ("--epochs", "2", "--batch-size", "50")], "--data-dir", data, "--out", tmp_path / "out",
              "--batch-sizes", "10,128", "--target", "0.5", "--max-steps", "300", "--tune-lr", "0.5,1,2", "--widen", "1",
-             "--seeds", "2", "--threads", "1"]
+             "--seeds", "2", "--threads", "1", "--jobs", "2"]  # jobs: the runs' start-up (torch's import) overlaps
     first = run_script("batch_scaling.py", *flags)
     assert first.returncode == 0, first.stderr + first.stdout
     folder = tmp_path / "out" / "batch_scaling"
