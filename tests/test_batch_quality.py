@@ -200,9 +200,9 @@ def test_a_tiny_study_end_to_end(tmp_path):
     # Two budgets (8 runs): at batch 100 on 1,000 images E epochs are about batch 128's updates, so the
     # epochs budget would repeat the updates one's runs here.
     data = make_dataset(tmp_path / "data", n_train=1100)
-    flags = ["--data-dir", data, "--no-verify", "--val-split", "100", "--train-size", "1000", "--epochs", "1", "--batch-sizes", "100,1000", "--budgets", "updates,converged",
-             "--seeds", "2", "--tune-lr", "1", "--max-epochs", "2", "--patience", "1", "--hidden", "32",
-             "--threads", "1", "--out", tmp_path]
+    flags = ["--data-dir", data, "--no-verify", "--val-split", "100", "--train-size", "1000", "--epochs", "1",
+             "--batch-sizes", "100,1000", "--budgets", "updates,converged", "--seeds", "2", "--tune-lr", "1",
+             "--max-epochs", "2", "--patience", "1", "--hidden", "32", "--threads", "1", "--out", tmp_path]
     result = run_script("batch_quality.py", *flags, timeout=240)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "batch_quality"

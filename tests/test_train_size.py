@@ -116,7 +116,8 @@ def test_batch_scaling_names_its_folder_by_sweep_name_and_keeps_batch_scaling_by
 @pytest.mark.slow
 def test_a_tiny_study_end_to_end(tmp_path):
     out, data = tmp_path / "out", make_dataset(tmp_path / "data", n_train=1100)
-    flags = ["--data-dir", data, "--no-verify", "--val-split", "100", "--train-sizes", "500,1000", "--batch-sizes", "16,128", "--fixed-batch-sizes", "16,128", "--target", "0.7",
+    flags = ["--data-dir", data, "--no-verify", "--val-split", "100", "--train-sizes", "500,1000",
+             "--batch-sizes", "16,128", "--fixed-batch-sizes", "16,128", "--target", "0.7",
              "--max-epochs", "3", "--fixed-epochs", "1", "--seeds", "1", "--fixed-seeds", "1", "--tune-lr", "1",
              "--threads", "1", "--hidden", "64", "--jobs", "2", "--out", out]  # jobs: the runs' start-up overlaps
     done = run_script("train_size.py", *flags)
