@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import outcomes
+import stats
 import tables
 from conftest import ROOT
 
@@ -113,7 +114,6 @@ def test_the_per_epoch_csv_ends_where_the_per_run_csv_does(sweep):
 def planned_test(sweep, first, second):
     """What REPORT says of a planned paired test no table holds, recomputed from the sweep's per-run CSV:
     the mean ± std of second's per-seed differences from first, and the paired p."""
-    import stats
     accs = comparison_accs(ROOT / "results" / sweep / f"{sweep}_runs.csv")
     seeds = sorted(accs[first])
     a, b = [accs[first][s] for s in seeds], [accs[second][s] for s in seeds]
