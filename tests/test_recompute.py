@@ -18,7 +18,7 @@ SCALING = sorted((ROOT / "results").glob("batch_scaling*/*_runs.csv"))
 # The sweeps whose per-run and per-epoch CSVs are committed: losing one fails, not skips, its recomputation.
 RECOMPUTABLE = ("batch_size", "batch_size_fixed_lr", "activation", "loss", "optimizer", "sparsity", "mse_gradient",
                 "depth", "depth_batchnorm", "label_noise", "act_loss_h256x128", "act_loss_h128", "batch256_lr02",
-                "sgd_lr", "best_speed", "best_mnist", "best_fashion")
+                "sgd_lr", "best_speed", "best_mnist", "best_mnist_augmented", "best_fashion")
 
 
 def read_md(path):
