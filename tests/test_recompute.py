@@ -111,15 +111,20 @@ def test_the_per_epoch_csv_ends_where_the_per_run_csv_does(sweep):
         assert end["lr"] == row["lr"]  # the chosen rate, not the schedule's (epoch_lr)
 
 
-def planned_test(sweep, first, second):
-    """What REPORT says of a planned paired test no table holds, recomputed from the sweep's per-run CSV:
-    the mean ± std of second's per-seed differences from first, and the paired p."""
-    accs = comparison_accs(ROOT / "results" / sweep / f"{sweep}_runs.csv")
-    seeds = sorted(accs[first])
-    a, b = [accs[first][s] for s in seeds], [accs[second][s] for s in seeds]
+def paired_said(a, b):
+    """What REPORT says of a paired test of two lists of accuracies, seed by seed: the mean ± std of b's
+    per-seed differences from a, in points, and the paired p."""
     diffs = [100 * (y - x) for x, y in zip(a, b)]
     return (f"end {statistics.mean(diffs):.2f} ± {statistics.stdev(diffs):.2f} points apart",
-            f"paired over the {len(seeds)} seeds, p {stats.paired_p(a, b):.2g}")
+            f"paired over the {len(a)} seeds, p {stats.paired_p(a, b):.2g}")
+
+
+def planned_test(sweep, first, second):
+    """What REPORT says of a planned paired test no table holds, recomputed from the sweep's per-run CSV:
+    second's final test accuracies against first's (paired_said)."""
+    accs = comparison_accs(ROOT / "results" / sweep / f"{sweep}_runs.csv")
+    seeds = sorted(accs[first])
+    return paired_said([accs[first][s] for s in seeds], [accs[second][s] for s in seeds])
 
 
 def test_the_reports_bce_against_bce_logits_test_is_the_committed_runs():
@@ -143,6 +148,23 @@ def test_the_reports_sigmoid_against_tanh_test_is_the_committed_runs():
             f"{error['sigmoid']}% against {error['tanh']}% (ReLU {error['relu']}%;")
     text = " ".join(REPORT.split())
     assert all(s in text for s in said), said
+
+
+def test_the_reports_account_of_the_augmented_recipes_epochs_is_the_committed_runs():
+    """How validation chose 60 epochs over 30 for recipes/mnist_augmented.args (the held-out runs'
+    validation accuracies and their paired test) and the planned test of VAT at 30 epochs, which no table
+    holds, recompute from best_mnist_augmented_runs.csv."""
+    from test_readme import REPORT
+    with open(ROOT / "results" / "best_mnist_augmented" / "best_mnist_augmented_runs.csv") as f:
+        rows = sorted((r for r in csv.DictReader(f) if r["role"] == "comparison" and r["status"] == "completed"),
+                      key=lambda r: int(r["seed"]))
+    thirty, sixty = ([float(r["final_val_acc"]) for r in rows if r["variant"] == f"{n} epochs, 5000 held out"]
+                     for n in (30, 60))
+    said = (f"30 epochs ended at {tables.mean_std(thirty, 100)}% validation accuracy",
+            f"60 epochs at {tables.mean_std(sixty, 100)}%", *paired_said(thirty, sixty),
+            *planned_test("best_mnist_augmented", "30 epochs, 5000 held out, no VAT", "30 epochs, 5000 held out"))
+    text = " ".join(REPORT.split())
+    assert len(thirty) == len(sixty) == 3 and all(s in text for s in said), said
 
 
 def recompute_scaling(runs_csv):
